@@ -6,22 +6,24 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import random
 import shutil
 import tempfile
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
 # %% auto #0
-__all__ = ['InputError', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text', 'atomic_write_json', 'atomic_dir',
-           'RecordStore', 'project_dir', 'anthropic_data_dir', 'write_summary', 'figures_dir', 'derive_seed',
-           'set_seed']
+__all__ = ['InputError', 'Unavailable', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text', 'atomic_write_json',
+           'atomic_dir', 'RecordStore', 'project_dir', 'anthropic_data_dir', 'cache_dir', 'stages_dir',
+           'content_digest', 'Stage', 'write_summary', 'figures_dir', 'derive_seed', 'set_seed']
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -32,6 +34,10 @@ class InputError(ValueError):
 
     def __str__(self):
         return f"{self.path}:{self.line}: {self.problem}" if self.line else f"{self.path}: {self.problem}"
+
+# %% ../nbs/artifacts.ipynb #5096f310
+class Unavailable(RuntimeError):
+    "Something the user asked for cannot be had on this machine (a Hub model offline, say); the message says what to use instead."
 
 # %% ../nbs/artifacts.ipynb #ee303677
 def read_jsonl(path, required: Iterable[str] = (), types: dict[str, type | tuple] | None = None) -> list[dict]:
@@ -184,6 +190,58 @@ def anthropic_data_dir() -> Path | None:
     env = os.environ.get("CAI_REPRO_ANTHROPIC_DATA")
     d = Path(env).expanduser() if env else project_dir().parent / "shared" / "anthropic-cai"
     return d if d.is_dir() else None
+
+# %% ../nbs/artifacts.ipynb #18c61eb3
+def cache_dir() -> Path:
+    "cai-repro's cache: `$CAI_REPRO_CACHE`, else `$XDG_CACHE_HOME/cai-repro`, else `~/.cache/cai-repro`."
+    if os.environ.get("CAI_REPRO_CACHE"): return Path(os.environ["CAI_REPRO_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cai-repro"
+
+def stages_dir() -> Path:
+    "Where stage outputs are cached."
+    return Path(os.environ.get("CAI_REPRO_STAGES") or cache_dir() / "stages").expanduser()
+
+def content_digest(path) -> str:
+    "A short hash of a file's bytes, or of a directory's files (names and bytes), to key stages by content."
+    path, h = Path(path), hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()[:16]
+
+# %% ../nbs/artifacts.ipynb #d90f79f3
+class Stage:
+    "A cached, resumable unit of work whose output directory is keyed by its inputs."
+    def __init__(self, name: str, inputs: dict, root=None):
+        self.name, self.inputs = name, inputs
+        self.key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        root = Path(root or stages_dir())
+        self.dir, self.work = root / f"{name}-{self.key}", root / f"{name}-{self.key}.partial"
+
+    @property
+    def done(self) -> bool: return (self.dir / "STAGE.json").exists()
+
+    def run(self, build: Callable[[Path], Any], verbose: bool = True) -> Path:
+        "Return the stage's directory, calling `build(work_dir)` first unless it is already done."
+        if self.done:
+            if verbose: print(f"{self.name}: cached ({self.dir})")
+            return self.dir
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.dir.parent / f".{self.name}-{self.key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.done: return self.dir  # another process finished it while we waited
+            resumed = self.work.exists()
+            if verbose: print(f"{self.name}: {'resuming' if resumed else 'building'} in {self.work}")
+            self.work.mkdir(exist_ok=True)
+            t0 = time.time()
+            build(self.work)
+            atomic_write_json(self.work / "STAGE.json", {"name": self.name, "key": self.key, "inputs": self.inputs,
+                                                          "seconds": round(time.time() - t0, 1)})
+            if self.dir.exists(): shutil.rmtree(self.dir)  # an unfinished leftover without STAGE.json
+            os.replace(self.work, self.dir)
+        return self.dir
 
 # %% ../nbs/artifacts.ipynb #bb3adc9c
 def write_summary(run_dir, stage: str, values: dict) -> Path:

@@ -10,10 +10,19 @@ import json
 import sys
 from pathlib import Path
 
-from .artifacts import InputError
+from .artifacts import InputError, Unavailable
 
 # %% auto #0
-__all__ = ['constitution_check', 'generate_cmd', 'reproduce_cmd', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'command', 'constitution_check', 'generate_cmd', 'prompts_check', 'prompts_generate', 'reproduce_cmd',
+           'build_parser', 'main']
+
+# %% ../nbs/cli.ipynb #01951867
+COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
+
+def command(add_parser):
+    "Register a function `add_parser(subparsers)` that defines a subcommand."
+    COMMANDS.append(add_parser)
+    return add_parser
 
 # %% ../nbs/cli.ipynb #2299be21
 def constitution_check(args) -> int:
@@ -31,6 +40,14 @@ def constitution_check(args) -> int:
     for p in c.feedback: print(f"  feedback [{p.id}] {p.principle[:90]}")
     return 0
 
+@command
+def _constitution_parser(sub):
+    c = sub.add_parser("constitution", help="inspect constitutions").add_subparsers(dest="action", required=True, metavar="ACTION")
+    chk = c.add_parser("check", help="validate a constitution (our YAML or Anthropic's JSON) and summarise it")
+    chk.add_argument("path", help="a YAML/JSON file, a directory of Anthropic's JSON files, or a bundled name (default, medical)")
+    chk.add_argument("--json", action="store_true", help="print one JSON object with the counts")
+    chk.set_defaults(func=constitution_check)
+
 # %% ../nbs/cli.ipynb #2bc8ffac
 def generate_cmd(args) -> int:
     "Print one completion of a prompt: a quick way to see a model work."
@@ -39,6 +56,52 @@ def generate_cmd(args) -> int:
     print(generate(model, tok, [args.prompt], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                    seed=args.seed, stop=args.stop or ())[0])
     return 0
+
+@command
+def _generate_parser(sub):
+    g = sub.add_parser("generate", help="sample a completion of a prompt")
+    g.add_argument("--model", default="gemma-3-270m", help="model spec: gemma-3-270m, tiny-random, a directory or a Hub id")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--max-new-tokens", type=int, default=64)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--stop", action="append", help="stop string (repeatable), e.g. $'\\n\\nHuman:'")
+    g.set_defaults(func=generate_cmd)
+
+# %% ../nbs/cli.ipynb #69ddb450
+def prompts_check(args) -> int:
+    "Validate a prompt file (or a bundled set) and summarise it."
+    from cai_repro.prompts import load_prompts, prompts_summary
+    s = prompts_summary(load_prompts(args.spec))
+    print(json.dumps(s) if args.json else f"{args.spec}: {s['n']} prompts ({s['harmful']} harmful) in "
+          f"{len(s['categories'])} categories: " + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
+    return 0
+
+def prompts_generate(args) -> int:
+    "Generate new red-team prompts few-shot and write them as JSONL."
+    from cai_repro.models import load_model
+    from cai_repro.prompts import generate_red_team_prompts, load_prompts, write_prompt_file
+    model, tok = load_model(args.model, seed=args.seed)
+    new = generate_red_team_prompts(model, tok, load_prompts(args.seed_prompts), args.n, shots=args.shots, seed=args.seed)
+    write_prompt_file(args.out, new)
+    print(f"wrote {len(new)} prompts to {args.out}")
+    return 0
+
+@command
+def _prompts_parser(sub):
+    p = sub.add_parser("prompts", help="check or generate red-team prompt sets").add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = p.add_parser("check", help="validate a prompt file and count its categories")
+    c.add_argument("spec", help="a JSONL file of {prompt, category}, or a bundled set: red-team, helpful, all")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=prompts_check)
+    g = p.add_parser("generate", help="generate new red-team prompts few-shot, as the paper did for most of its prompts")
+    g.add_argument("--model", default="gemma-3-270m")
+    g.add_argument("--n", type=int, default=32)
+    g.add_argument("--seed-prompts", default="red-team", help="examples to imitate (a prompt spec)")
+    g.add_argument("--shots", type=int, default=5)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=prompts_generate)
 
 # %% ../nbs/cli.ipynb #d3d7a039
 def reproduce_cmd(args) -> int:
@@ -51,42 +114,29 @@ def reproduce_cmd(args) -> int:
         return 1
     return 0
 
-# %% ../nbs/cli.ipynb #ed338c23
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cai-repro", description="A literate reproduction of Constitutional AI (Bai et al., 2022).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    c = sub.add_parser("constitution", help="inspect constitutions").add_subparsers(dest="action", required=True, metavar="ACTION")
-    chk = c.add_parser("check", help="validate a constitution (our YAML or Anthropic's JSON) and summarise it")
-    chk.add_argument("path", help="a YAML/JSON file, a directory of Anthropic's JSON files, or a bundled name (default, medical)")
-    chk.add_argument("--json", action="store_true", help="print one JSON object with the counts")
-    chk.set_defaults(func=constitution_check)
-
-    g = sub.add_parser("generate", help="sample a completion of a prompt")
-    g.add_argument("--model", default="gemma-3-270m", help="model spec: gemma-3-270m, tiny-random, a directory or a Hub id")
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--max-new-tokens", type=int, default=64)
-    g.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--stop", action="append", help="stop string (repeatable), e.g. $'\\n\\nHuman:'")
-    g.set_defaults(func=generate_cmd)
-
+@command
+def _reproduce_parser(sub):
     r = sub.add_parser("reproduce", help="run every numbered notebook through papermill with a profile's parameters")
     r.add_argument("--profile", default="cpu", help="smoke, cpu, gpu (profiles/*.yaml) or a path to a profile")
     r.add_argument("--out", help="run directory (default: runs/<profile>)")
     r.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (number or name)")
     r.add_argument("--from", dest="start", metavar="NB", help="start at this notebook")
     r.set_defaults(func=reproduce_cmd)
+
+# %% ../nbs/cli.ipynb #ed338c23
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cai-repro", description="A literate reproduction of Constitutional AI (Bai et al., 2022).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS: add(sub)
     return p
 
 # %% ../nbs/cli.ipynb #ce2f536f
 def main(argv=None) -> int:
     "Entry point of the `cai-repro` console script."
-    from cai_repro.models import ModelNotAvailableError
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except (InputError, ModelNotAvailableError) as e:
+    except (InputError, Unavailable) as e:
         print(f"cai-repro: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
