@@ -20,8 +20,8 @@ from .prompts import Prompt
 
 # %% auto #0
 __all__ = ['TURN_MARKERS', 'human_turn', 'assistant_prefix', 'critique_revision_prefix', 'chain_text', 'ngrams', 'CopyMeter',
-           'text_flags', 'CritiqueRevisionSettings', 'critique_revise', 'critique_revision_stage', 'load_records',
-           'flag_counts']
+           'text_flags', 'CritiqueRevisionSettings', 'critique_revise', 'cr_settings', 'cr_prompts',
+           'critique_revision_stage', 'load_records', 'flag_counts']
 
 # %% ../nbs/03_critique_revision.ipynb #dcf31330
 TURN_MARKERS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCritique:", "\n\nRevisionRequest:", "\n\nRevision:")
@@ -164,14 +164,27 @@ def _record(p: Prompt, initial: str, steps: list[dict], a_meter, cr_meter, thres
     rec["flags"] = sorted({f for f in rec["initial_flags"]} | {f for st in rec["steps"] for f in st["critique_flags"] + st["revision_flags"]})
     return rec
 
+# %% ../nbs/03_critique_revision.ipynb #6c8e2fec
+def cr_settings(cr: dict, seed: int = 0, **overrides) -> CritiqueRevisionSettings:
+    "Settings from a notebook's `cr` parameter dict (its prompt-selection keys are ignored here)."
+    keys = CritiqueRevisionSettings.__dataclass_fields__
+    return replace(CritiqueRevisionSettings(**{k: v for k, v in cr.items() if k in keys}, seed=seed), **overrides)
+
+def cr_prompts(cr: dict, seed: int = 0) -> list[Prompt]:
+    "The prompts of a `cr` parameter dict: `n_prompts` drawn category-balanced from `prompts`."
+    from cai_repro.prompts import load_prompts, sample_prompts
+    return sample_prompts(load_prompts(cr["prompts"]), cr["n_prompts"], seed=seed)
+
 # %% ../nbs/03_critique_revision.ipynb #57bcc410
-def critique_revision_stage(model_spec: str, prompts: Sequence[Prompt], constitution_path="default",
-                            settings: CritiqueRevisionSettings = CritiqueRevisionSettings(), dtype="float32",
-                            root=None) -> Path:
-    "The directory of a (cached) critique → revision run; its `records.jsonl` has one record per prompt."
+def critique_revision_stage(model_spec: str, cr: dict, constitution_path="default", dtype="float32", seed: int = 0,
+                            prompts: Sequence[Prompt] | None = None, root=None, **overrides) -> Path:
+    """The directory of a (cached) critique → revision run; its `records.jsonl` has one record per prompt.
+    `overrides` change settings (e.g. `direct=True`, `principles=4`) for the ablations."""
     from cai_repro.constitution import resolve_constitution
     from cai_repro.models import load_model_cached
     path = resolve_constitution(constitution_path)
+    prompts = list(prompts) if prompts is not None else cr_prompts(cr, seed)
+    settings = cr_settings(cr, seed, **overrides)
     inputs = {"model": model_fingerprint(model_spec), "dtype": str(dtype), "constitution": content_digest(path),
               "prompts": [p.to_json() for p in prompts], "settings": asdict(settings)}
     def build(work):
