@@ -14,7 +14,7 @@ from .artifacts import InputError, Unavailable
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'constitution_check', 'generate_cmd', 'prompts_check', 'prompts_generate', 'reproduce_cmd',
-           'build_parser', 'main']
+           'critique_revise_cmd', 'sft_cmd', 'build_parser', 'main']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -122,6 +122,96 @@ def _reproduce_parser(sub):
     r.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (number or name)")
     r.add_argument("--from", dest="start", metavar="NB", help="start at this notebook")
     r.set_defaults(func=reproduce_cmd)
+
+# %% ../nbs/cli.ipynb #07be372c
+def critique_revise_cmd(args) -> int:
+    "Run the critique → revision loop; rerunning with the same --out resumes."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.critique_revision import CritiqueRevisionSettings, critique_revise, flag_counts
+    from cai_repro.models import load_model
+    from cai_repro.prompts import load_prompts
+    constitution = load_constitution(args.constitution)  # validate inputs before loading the model
+    prompts = load_prompts(args.prompts, limit=args.limit)
+    settings = CritiqueRevisionSettings(revisions=args.revisions, direct=args.direct, principles=args.principles,
+                                        temperature=args.temperature, seed=args.seed, batch_size=args.batch_size,
+                                        initial_tokens=args.max_new_tokens, critique_tokens=args.max_new_tokens,
+                                        revision_tokens=args.max_new_tokens)
+    if args.principles and not 1 <= args.principles <= len(constitution.critique_revision):
+        raise InputError(constitution.source, None, f"--principles {args.principles}: the constitution has "
+                                                    f"{len(constitution.critique_revision)} critique/revision principles")
+    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+    records = critique_revise(model, tok, prompts, constitution, args.out, settings, model_name=args.model)
+    print(json.dumps(flag_counts(records)))
+    print(f"{len(records)} records in {Path(args.out) / 'records.jsonl'}")
+    return 0
+
+@command
+def _critique_revise_parser(sub):
+    p = sub.add_parser("critique-revise", help="SL-CAI data: critique and revise the model's own answers to red-team prompts")
+    p.add_argument("--model", default="gemma-3-270m", help="model spec")
+    p.add_argument("--prompts", default="red-team", help="a JSONL file of {prompt, category}, or red-team / helpful / all / hh-rlhf")
+    p.add_argument("--constitution", default="constitutions/default.yaml")
+    p.add_argument("--revisions", type=int, default=4)
+    p.add_argument("--out", required=True, help="run directory; records.jsonl gets one line per finished prompt")
+    p.add_argument("--direct", action="store_true", help="revise without a critique (the paper's Fig. 7 ablation)")
+    p.add_argument("--principles", type=int, metavar="K", help="sample only from the first K principles (Fig. 6)")
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="the paper samples at T=1")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=96, help="for the initial response, each critique and each revision")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16, or auto (bf16 where the hardware runs it natively)")
+    p.set_defaults(func=critique_revise_cmd)
+
+# %% ../nbs/cli.ipynb #4f2735db
+def sft_cmd(args) -> int:
+    "Fine-tune on critique → revision records plus helpfulness samples (SL-CAI)."
+    from cai_repro.artifacts import read_jsonl
+    from cai_repro.constitution import load_constitution
+    from cai_repro.critique_revision import assistant_prefix
+    from cai_repro.models import load_model
+    from cai_repro.prompts import load_prompts, sample_prompts
+    from cai_repro.sl_cai import sample_helpful, sft_examples, train_sft
+    rec_path = Path(args.records)
+    records = read_jsonl(rec_path / "records.jsonl" if rec_path.is_dir() else rec_path, required=["prompt", "initial", "steps"])
+    if args.helpful_samples:
+        helpful = read_jsonl(args.helpful_samples, required=["prompt", "response"])
+    elif args.n_helpful:
+        model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+        prompts = sample_prompts(load_prompts(args.helpful_prompts), args.n_helpful, seed=args.seed)
+        helpful = sample_helpful(model, tok, prompts, Path(args.out).with_name(Path(args.out).name + ".helpful.jsonl"),
+                                 assistant_prefix(load_constitution(args.constitution)), seed=args.seed)
+        del model
+    else:
+        helpful = []
+    examples, counts = sft_examples(records, helpful, args.revision)
+    print(json.dumps(counts))
+    sft = dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+               full=args.full, max_length=args.max_length)
+    out = train_sft(args.model, examples, args.out, sft, dtype=args.dtype, seed=args.seed)
+    print(f"SL-CAI model in {out} (use it as a model spec)")
+    return 0
+
+@command
+def _sft_parser(sub):
+    p = sub.add_parser("sft", help="SL-CAI: fine-tune on revisions plus helpfulness samples (LoRA by default)")
+    p.add_argument("--model", default="gemma-3-270m", help="the pretrained model to fine-tune")
+    p.add_argument("--records", required=True, help="a critique-revise run directory or its records.jsonl")
+    p.add_argument("--out", required=True, help="output model directory (loadable as a model spec)")
+    p.add_argument("--helpful-samples", help="JSONL of {prompt, response} helpfulness examples")
+    p.add_argument("--helpful-prompts", default="helpful", help="otherwise sample answers to these benign prompts")
+    p.add_argument("--n-helpful", type=int, default=64, help="how many (0: none)")
+    p.add_argument("--constitution", default="constitutions/default.yaml", help="its dialogues prompt the helpfulness samples")
+    p.add_argument("--revision", choices=["final", "all"], default="final")
+    p.add_argument("--epochs", type=float, default=2)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lora-r", type=int, default=8)
+    p.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="sampling precision (training runs in float32 on a CPU)")
+    p.set_defaults(func=sft_cmd)
 
 # %% ../nbs/cli.ipynb #ed338c23
 def build_parser() -> argparse.ArgumentParser:
