@@ -14,7 +14,8 @@ from .artifacts import InputError, Unavailable
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'constitution_check', 'generate_cmd', 'prompts_check', 'prompts_generate', 'reproduce_cmd',
-           'critique_revise_cmd', 'sft_cmd', 'build_parser', 'main']
+           'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd', 'pm_eval_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
+           'eval_download_cmd', 'label_cmd', 'monitor_cmd', 'rl_cmd', 'build_parser', 'main']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -212,6 +213,322 @@ def _sft_parser(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32", help="sampling precision (training runs in float32 on a CPU)")
     p.set_defaults(func=sft_cmd)
+
+# %% ../nbs/cli.ipynb #0b19b02c
+def pm_train_cmd(args) -> int:
+    "Train a soft-label preference model on a labels file or directory, mixed with helpfulness comparisons."
+    from cai_repro.preference_model import pm_settings, train_pm_to
+    pm = pm_settings(helpful=args.helpful, helpful_ratio=args.helpful_ratio, heldout=args.heldout, epochs=args.epochs,
+                     max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size, max_length=args.max_length,
+                     full=args.full, lora_r=args.lora_r, lora_alpha=args.lora_alpha, helpful_tokens=args.helpful_tokens,
+                     save_steps=args.save_steps)
+    out = train_pm_to(args.out, args.model, pm, args.labels, dtype=args.dtype, seed=args.seed, constitution_path=args.constitution)
+    m = json.loads((out / "metrics.json").read_text())
+    h = m["heldout"]
+    print(f"preference model saved in {out} ({m['train_steps']} steps; train loss {m['train_loss_first']:.4f} -> "
+          f"{m['train_loss_last']:.4f}; held-out n={h['n']}, soft loss {h['soft_loss']}, accuracy {h['accuracy']})")
+    return 0
+
+def pm_eval_cmd(args) -> int:
+    "Accuracy of a preference model on HHH comparisons (text_correct vs text_incorrect) or {chosen, rejected} pairs."
+    from cai_repro.artifacts import atomic_write_json
+    from cai_repro.preference_model import RewardScorer, hhh_eval, read_pairs
+    read_pairs(args.data)  # a malformed file fails before the model loads
+    result = {"pm": str(args.pm), **hhh_eval(RewardScorer(args.pm, batch_size=args.batch_size, dtype=args.dtype), args.data)}
+    print(json.dumps(result))
+    if args.out: atomic_write_json(args.out, result)
+    return 0
+
+@command
+def _pm_parser(sub):
+    p = sub.add_parser("pm", help="train or evaluate a preference model").add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = p.add_parser("train", help="train a soft-label Bradley-Terry PM on AI labels mixed with helpfulness comparisons")
+    t.add_argument("--labels", required=True, help="a labels JSONL file (cai-repro label) or a directory holding labels.jsonl")
+    t.add_argument("--out", required=True, help="directory for the PM (a Hugging Face sequence-classification model)")
+    t.add_argument("--model", default="gemma-3-270m", help="base model spec the PM starts from")
+    t.add_argument("--helpful", default="bundled", help="helpfulness comparisons: bundled (our offline stand-in), "
+                   "hh-rlhf (Anthropic/hh-rlhf helpful-base; online), none, or a JSONL file of {chosen, rejected}")
+    t.add_argument("--helpful-ratio", type=float, default=1.0, help="helpfulness comparisons per harmlessness comparison")
+    t.add_argument("--heldout", type=float, default=0.2, help="fraction of prompts held out for evaluation")
+    t.add_argument("--epochs", type=float, default=1)
+    t.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (-1: run all epochs)")
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--max-length", type=int, default=512, help="tokens per conversation (longer ones keep their end)")
+    t.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    t.add_argument("--lora-r", type=int, default=8)
+    t.add_argument("--lora-alpha", type=int, default=16)
+    t.add_argument("--helpful-tokens", type=int, default=64, help="answer length for the bundled stand-in")
+    t.add_argument("--save-steps", type=int, default=50, help="checkpoint interval (for resuming)")
+    t.add_argument("--dtype", default="float32", help="float32, bfloat16 or auto")
+    t.add_argument("--constitution", default="default", help="constitution whose few-shot dialogues prompt the stand-in's answers")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=pm_train_cmd)
+    e = p.add_parser("eval", help="PM accuracy on HHH comparisons (438HHHEvaluations[.dev-slice].jsonl) or {chosen, rejected} pairs")
+    e.add_argument("--pm", required=True, help="a PM directory (pm train --out, or the preference_model stage)")
+    e.add_argument("--data", required=True, help="JSONL with text_correct/text_incorrect (or chosen/rejected)")
+    e.add_argument("--out", help="also write the result to this JSON file")
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--dtype", default="float32")
+    e.set_defaults(func=pm_eval_cmd)
+
+# %% ../nbs/cli.ipynb #354c319b
+def _write_result(out, result: dict):
+    from cai_repro.artifacts import atomic_write_json
+    atomic_write_json(out, result)
+
+def eval_mc_cmd(args) -> int:
+    "Score an evaluation file as multiple choice and write the result JSON."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.feedback import EvalSettings, load_eval, resolve_eval_data, score_eval
+    from cai_repro.models import load_model
+    path = resolve_eval_data(args.data, args.data_dir)
+    items = load_eval(path, args.limit)
+    constitution = load_constitution(args.constitution) if args.cot else None
+    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+    s = EvalSettings(debias=args.debias, cot=args.cot, cot_chains=args.cot_chains, cot_tokens=args.cot_tokens, seed=args.seed)
+    res = score_eval(model, tok, items, s, constitution=constitution, progress=True)
+    _write_result(args.out, {"model": args.model, "dtype": args.dtype, "data": str(path), **res})
+    deb = f", debiased {res['accuracy_debiased']:.3f} ({res['n_debiased']} items swapped)" if args.debias else ""
+    print(f"{path.name}: {res['n']} items, accuracy {res['accuracy']:.3f}{deb}, chance {res['chance']:.3f}; "
+          f"answers (A) on {res['a_share']:.0%} (correct is (A) on {res['a_correct_share']:.0%}); wrote {args.out}")
+    return 0
+
+def eval_compare_cmd(args) -> int:
+    "P(correct response is better) for each HHH comparison under one labeller; writes the result JSON."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.feedback import CompareSettings, compare_eval, load_eval, resolve_eval_data
+    from cai_repro.models import load_model
+    if args.method == "pm" and not args.pm: raise InputError("--pm", None, "--method pm needs --pm DIR (a trained preference model)")
+    path = resolve_eval_data(args.data, args.data_dir)
+    items = load_eval(path, args.limit)
+    constitution = load_constitution(args.constitution)
+    model, tok = (None, None) if args.method in ("pm", "length") else load_model(args.model, dtype=args.dtype, seed=args.seed)
+    s = CompareSettings(method=args.method, principles=args.principles, debias=args.debias, tau=args.tau, seed=args.seed)
+    res = compare_eval(model, tok, items, constitution, s, pm_dir=args.pm, path=path, progress=True)
+    _write_result(args.out, {"model": args.pm if args.method == "pm" else args.model, "dtype": args.dtype, "data": str(path), **res})
+    extra = ""
+    if "a_share" in res: extra = f"; answers (A) on {res['a_share']:.0%}"
+    if "baselines" in res:
+        extra = (f"; tau {res['tau']:.3g}; preamble-only log-prob {res['baselines']['preamble_logprob']['accuracy']:.3f}, "
+                 f"longer wins {res['baselines']['longer_wins']['accuracy']:.3f}")
+    print(f"{path.name}: {res['n']} comparisons, {args.method} accuracy {res['accuracy']:.3f}{extra}; wrote {args.out}")
+    return 0
+
+def eval_download_cmd(args) -> int:
+    "Download Anthropic's full evaluation files."
+    from cai_repro.feedback import download_evals
+    for f in download_evals(args.dest): print(f)
+    return 0
+
+@command
+def _eval_parser(sub):
+    e = sub.add_parser("eval", help="evaluate AI feedback on Anthropic's evaluation files").add_subparsers(dest="action", required=True, metavar="ACTION")
+    def common(p):
+        p.add_argument("--model", default="gemma-3-270m", help="model spec: gemma-3-270m, tiny-random, a directory or a Hub id")
+        p.add_argument("--data", required=True, help="a JSONL eval file, or hhh, harmful-vs-ethical, harm-type (add -dev for the slices)")
+        p.add_argument("--data-dir", help="where eval names are looked up (default: the reference data, then the cache)")
+        p.add_argument("--out", required=True, help="result JSON")
+        p.add_argument("--limit", type=int, help="only the first N items")
+        p.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto (bf16 where the CPU/GPU runs it natively)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--constitution", default="default", help="feedback principles and few-shot demonstrations")
+    mc = e.add_parser("mc", help="multiple-choice accuracy (paper Figs. 4, 11, 12)")
+    common(mc)
+    mc.add_argument("--debias", action="store_true", help="also score two-option items with the option bodies swapped and average")
+    mc.add_argument("--cot", action="store_true", help="sample chains of thought before the answer")
+    mc.add_argument("--cot-chains", type=int, default=5, help="chains averaged per item (paper: 5)")
+    mc.add_argument("--cot-tokens", type=int, default=96, help="maximum tokens per chain")
+    mc.set_defaults(func=eval_mc_cmd)
+    cmp = e.add_parser("compare", help="labellers on the HHH comparisons: P(correct response is better)")
+    common(cmp)
+    cmp.add_argument("--method", default="mc", choices=["mc", "contrast", "logprob", "length", "pm"],
+                     help="mc: the paper's feedback prompt; contrast: ours; logprob, length: baselines; pm: a preference model")
+    cmp.add_argument("--pm", help="preference-model directory (for --method pm)")
+    cmp.add_argument("--principles", type=int, default=4, help="principles per item (0: all)")
+    cmp.add_argument("--debias", action="store_true", help="mc: score both orders of the responses and average")
+    cmp.add_argument("--tau", type=float, help="contrast: temperature of the soft label (default: fitted on these items)")
+    cmp.set_defaults(func=eval_compare_cmd)
+    dl = e.add_parser("download", help="download the full evaluation files (438 HHH, 254 harmful-vs-ethical, 287 harm-type)")
+    dl.add_argument("--dest", help="target directory (default: the cache, where eval names are looked up)")
+    dl.set_defaults(func=eval_download_cmd)
+
+# %% ../nbs/cli.ipynb #31e5de26
+def _clamp_arg(text: str):
+    if text.lower() in ("none", "off"): return None
+    try: lo, hi = (float(x) for x in text.split(","))
+    except ValueError: raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 0.4,0.6) or none, got {text!r}") from None
+    if not 0 <= lo <= hi <= 1: raise argparse.ArgumentTypeError(f"need 0 <= LO <= HI <= 1, got {text!r}")
+    return (lo, hi)
+
+def label_cmd(args) -> int:
+    "Label pairs of responses with AI feedback."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.feedback import LabelSettings, label_pairs, read_pairs
+    from cai_repro.models import load_model
+    try:
+        s = LabelSettings(method=args.method, ensemble=args.ensemble, debias=args.debias, cot=args.cot, clamp=args.clamp,
+                          tau=args.tau, cot_tokens=args.cot_tokens, batch_size=args.batch_size, seed=args.seed)
+    except ValueError as e:
+        raise InputError("command line", None, str(e)) from None
+    pairs = read_pairs(args.pairs)
+    constitution = load_constitution(args.constitution)
+    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+    labels = label_pairs(model, tok, pairs, constitution, args.out, s, model_name=args.model)
+    mean = sum(r["p_a"] for r in labels) / len(labels)
+    print(f"labelled {len(labels)} pairs ({args.method}, {args.ensemble} principles each); mean P(A better) {mean:.3f}; "
+          f"{Path(args.out) / 'labels.jsonl'}")
+    return 0
+
+@command
+def _label_parser(sub):
+    p = sub.add_parser("label", help="soft AI-feedback labels for pairs of responses (paper §4.1)")
+    p.add_argument("--model", default="gemma-3-270m", help="the feedback model")
+    p.add_argument("--pairs", required=True, help='JSONL of {"id", "prompt", "category", "harmful", "response_a", "response_b"}')
+    p.add_argument("--constitution", default="default", help="a constitution file or bundled name")
+    p.add_argument("--out", required=True, help="output directory (labels.jsonl, config.json); rerunning resumes")
+    p.add_argument("--method", default="mc", choices=["mc", "contrast"], help="mc: the paper's labeller; contrast: ours")
+    p.add_argument("--debias", action="store_true", help="mc: average P(A better) over both orders of the responses")
+    p.add_argument("--cot", action="store_true", help="mc: sample a chain of thought before the answer")
+    p.add_argument("--ensemble", type=int, default=4, help="principles per comparison, averaged (paper: 16)")
+    p.add_argument("--clamp", type=_clamp_arg, default=(0.4, 0.6), help="clamp chain-of-thought labels to LO,HI (paper: 0.4,0.6), or none")
+    p.add_argument("--tau", type=float, help="contrast: temperature (default: fitted on the HHH dev slice)")
+    p.add_argument("--cot-tokens", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=16, help="pairs scored together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto")
+    p.set_defaults(func=label_cmd)
+
+# %% ../nbs/cli.ipynb #2efe4ea3
+def _revision_arg(s: str):
+    if s in ("final", "initial"): return s
+    if s.isdigit() and int(s) > 0: return int(s)
+    raise argparse.ArgumentTypeError("expected final, initial or a revision number (1, 2, ...)")
+
+def _step_arg(s: str):
+    if s == "last": return s
+    try: return int(s)
+    except ValueError: raise argparse.ArgumentTypeError("expected a step number or 'last'") from None
+
+def monitor_cmd(args) -> int:
+    "Failure-mode monitors (boilerplate, refusals, diversity) on a file of responses, and KL drift from RL metrics."
+    from cai_repro.evaluation import drift_report, monitor_responses, plot_drift, read_metrics, read_responses
+    if not args.responses and not args.metrics:
+        raise InputError("cai-repro monitor", None, "give --responses FILE, --metrics FILE, or both")
+    res = {}
+    if args.responses:
+        rs = read_responses(args.responses, revision=args.revision, step=args.step)
+        if not rs: raise InputError(args.responses, None, "no responses in this file" + (f" at step {args.step}" if args.step is not None else ""))
+        res = monitor_responses(rs, stock_n=args.ngram, min_prompt_share=args.min_prompt_share, min_share=args.min_share, top=args.top)
+    if args.metrics:
+        metrics = read_metrics(args.metrics)
+        res["drift"] = drift_report(metrics)
+        if args.plot: plot_drift(metrics, title=str(args.metrics), path=args.plot)
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    f = lambda v: "-" if v is None else f"{v:.3f}"
+    if args.responses:
+        s = res["settings"]
+        print(f"{args.responses}: {res['n']} responses to {res['n_prompts']} prompts")
+        print(f"  boilerplate        {f(res['boilerplate_rate'])}  responses with >= {s['min_share']:.0%} of words in stock "
+              f"{s['stock_n']}-grams (recurring in >= {s['min_prompt_share']:.0%} of prompts), refusals excluded")
+        print(f"  template           {f(res['template_rate'])}  the same, refusal templates included")
+        print(f"  refusal            {f(res['refusal_rate'])}  refuses or deflects (explicit {f(res['explicit_refusal_rate'])}, "
+              f"deflection {f(res['deflection_rate'])}); evasive, with no reason: {f(res['evasive_rate'])}")
+        print(f"  harmful prompts    {f(res['harmful_refusal_rate'])}  refusal rate over {res['harmful_n']}")
+        print(f"  benign prompts     {f(res['benign_refusal_rate'])}  refusal rate over {res['benign_n']}"
+              + (f"  <- FAILURE: {res['benign_refusals']} benign requests refused" if res["benign_refusals"] else ""))
+        print(f"  distinct-2         {f(res['distinct_2'])}")
+        print(f"  repeated 4-grams   {f(res['repeated_4gram_share'])}  share of 4-grams also in another prompt's responses")
+        print(f"  similarity         {f(res['mean_pairwise_similarity'])}  mean cosine between responses to different prompts")
+        if len(res["by_category"]) > 1:
+            print(f"  {'category':24s} {'n':>5s} {'refusal':>8s} {'evasive':>8s} {'boilerplate':>11s}")
+            for c, v in res["by_category"].items():
+                print(f"  {c[:24]:24s} {v['n']:5d} {f(v['refusal_rate']):>8s} {f(v['evasive_rate']):>8s} {f(v['boilerplate_rate']):>11s}")
+        if res["top_boilerplate_phrases"]:
+            print("  stock phrases (prompts whose responses carry it):")
+            for ph in res["top_boilerplate_phrases"]: print(f"    {ph['prompts']:4d}  {ph['phrase']}")
+    if args.metrics:
+        d = res["drift"]
+        if d.get("kl_runaway") is None: print(f"{args.metrics}: {d['steps']} steps, too few to judge drift")
+        else:
+            print(f"{args.metrics}: {d['steps']} steps; reward {d['reward_start']:.3f} -> {d['reward_end']:.3f}, "
+                  f"KL {d['kl_start']:.3f} -> {d['kl_end']:.3f}; reward per nat of KL {f(d['reward_per_kl_first_half'])} "
+                  f"(first half) -> {f(d['reward_per_kl_second_half'])} (second half)"
+                  + ("  <- KL RUNAWAY" if d["kl_runaway"] else ""))
+        if args.plot: print(f"  plot: {args.plot}")
+    return 0
+
+@command
+def _monitor_parser(sub):
+    m = sub.add_parser("monitor", help="failure-mode monitors: boilerplate, refusals by category, diversity, KL drift")
+    m.add_argument("--responses", metavar="FILE", help="JSONL of {prompt, response, category[, harmful]}, RL samples, "
+                   "critique-revision records, or Anthropic's samples (PALMS_*.jsonl)")
+    m.add_argument("--revision", type=_revision_arg, default="final", help="critique-revision files: final (default), initial, or k")
+    m.add_argument("--step", type=_step_arg, help="RL samples files: keep one step (a number or 'last')")
+    m.add_argument("--metrics", metavar="FILE", help="the RL loop's metrics.jsonl (step, reward_mean, kl): KL drift report")
+    m.add_argument("--plot", metavar="PNG", help="with --metrics: save the KL-against-reward plot here")
+    m.add_argument("--ngram", type=int, default=5, help="stock-phrase n-gram length (default 5)")
+    m.add_argument("--min-prompt-share", type=float, default=0.1, help="share of prompts a stock n-gram recurs in (default 0.1)")
+    m.add_argument("--min-share", type=float, default=0.2, help="share of a response's words in stock phrases that flags it (default 0.2)")
+    m.add_argument("--top", type=int, default=10, help="stock phrases to list")
+    m.add_argument("--json", action="store_true", help="print one JSON object (the last line of output)")
+    m.set_defaults(func=monitor_cmd)
+
+# %% ../nbs/cli.ipynb #67c4e26f
+def rl_cmd(args) -> int:
+    "Optimise a policy against a preference model (PPO or RLOO); resumes from the last checkpoint in --out."
+    from dataclasses import replace
+    from cai_repro.models import load_model, model_fingerprint
+    from cai_repro.rl import NonFiniteError, RLSettings, load_metrics, load_reward, rl_prompts, train_rl
+    try:
+        s = RLSettings(algo=args.algo, steps=args.steps, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                       kl_coef=args.kl_coef, lr=args.lr, ppo_epochs=args.ppo_epochs, minibatch_size=args.minibatch_size,
+                       missing_eos_penalty=args.missing_eos_penalty, rloo_k=args.rloo_k, lora_r=args.lora_r,
+                       lora_alpha=2 * args.lora_r, save_every=args.save_every, seed=args.seed)
+    except ValueError as e:
+        raise InputError("command line", None, str(e)) from None
+    pool = rl_prompts(args.prompts, args.n_prompts, args.harmful_fraction, seed=args.seed)
+    if not pool: raise InputError(args.prompts, None, "no prompts")
+    reward = load_reward(args.pm, dtype=args.dtype, seed=args.seed)
+    model, tok = load_model(args.policy, dtype=args.dtype, seed=args.seed)
+    try:
+        out = train_rl(model, tok, reward, pool, args.out, s, policy_spec=args.policy,
+                       reward_name=model_fingerprint(args.pm), progress=not args.quiet)
+    except NonFiniteError as e:
+        print(f"cai-repro: error: {e}. The last checkpoint in {args.out}/checkpoints is intact.", file=sys.stderr)
+        return 1
+    last = load_metrics(out)[-1]
+    print(f"{args.algo}: {s.steps} steps; last step: reward {last['reward_mean']:.4f}, KL {last['kl'] if last['kl'] is None else round(last['kl'], 4)}; "
+          f"policy in {Path(out) / 'policy'} (use it as a model spec)")
+    return 0
+
+@command
+def _rl_parser(sub):
+    p = sub.add_parser("rl", help="RL-CAI: optimise a policy against a preference model (PPO or TRL's RLOO)")
+    p.add_argument("--algo", choices=["ppo", "rloo"], default="ppo", help="ppo: ours (CPU-friendly); rloo: TRL's RLOOTrainer (accelerate/vLLM on GPUs)")
+    p.add_argument("--policy", required=True, help="model spec of the policy, e.g. the SL-CAI model directory")
+    p.add_argument("--pm", required=True, help="preference-model directory (cai-repro pm train), or tiny-random for tests")
+    p.add_argument("--prompts", default="mix", help="mix (red-team + helpful), red-team, helpful, all, or a JSONL of {prompt, category}")
+    p.add_argument("--n-prompts", type=int, default=None, help="size of the prompt pool (default: all)")
+    p.add_argument("--harmful-fraction", type=float, default=0.5, help="share of red-team prompts in --prompts mix")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=8, help="responses per step")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--ppo-epochs", type=int, default=2)
+    p.add_argument("--minibatch-size", type=int, default=4)
+    p.add_argument("--missing-eos-penalty", type=float, default=1.0, help="subtracted from the score of a response that never ends")
+    p.add_argument("--rloo-k", type=int, default=2, help="RLOO: samples per prompt")
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--save-every", type=int, default=10, help="checkpoint every N steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16, or auto (bfloat16 where the CPU runs it natively)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=rl_cmd)
 
 # %% ../nbs/cli.ipynb #ed338c23
 def build_parser() -> argparse.ArgumentParser:

@@ -19,8 +19,8 @@ from .models import EncodedPrefix, generate, model_fingerprint
 from .prompts import Prompt
 
 # %% auto #0
-__all__ = ['TURN_MARKERS', 'human_turn', 'assistant_prefix', 'critique_revision_prefix', 'chain_text', 'ngrams', 'CopyMeter',
-           'text_flags', 'CritiqueRevisionSettings', 'critique_revise', 'cr_settings', 'cr_prompts',
+__all__ = ['TURN_MARKERS', 'STAGE_VERSION', 'human_turn', 'assistant_prefix', 'critique_revision_prefix', 'chain_text', 'ngrams',
+           'CopyMeter', 'text_flags', 'CritiqueRevisionSettings', 'critique_revise', 'cr_settings', 'cr_prompts',
            'critique_revision_stage', 'load_records', 'flag_counts']
 
 # %% ../nbs/03_critique_revision.ipynb #dcf31330
@@ -115,18 +115,18 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
     a_prefix, cr_prefix = assistant_prefix(constitution), critique_revision_prefix(constitution, s.direct)
     a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
     encoded = {}  # the two prefixes, encoded once for the whole run
-    def sample(prefix, texts, max_new_tokens, b, what):
+    def sample(prefix, texts, max_new_tokens, batch, what):
         if prefix not in encoded: encoded[prefix] = EncodedPrefix.encode(model, tok, prefix)
         outs = generate(model, tok, texts, prefix=encoded[prefix], max_new_tokens=max_new_tokens,
-                        temperature=s.temperature, top_p=s.top_p, seed=derive_seed(s.seed, b, what),
+                        temperature=s.temperature, top_p=s.top_p, row_seeds=[derive_seed(s.seed, p.id, what) for p in batch],
                         stop=TURN_MARKERS, batch_size=len(texts))
         return [o.strip() for o in outs]
 
-    batches = [list(prompts[i:i + s.batch_size]) for i in range(0, len(prompts), s.batch_size)]
-    bar = tqdm(total=len(prompts), initial=sum(p.id in store for p in prompts), disable=not progress, desc="critique→revision")
-    for b, batch in enumerate(batches):
-        if all(p.id in store for p in batch): continue
-        initial = sample(a_prefix, [human_turn(p.text) for p in batch], s.initial_tokens, b, "initial")
+    todo = [p for p in prompts if p.id not in store]
+    batches = [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
+    for batch in batches:
+        initial = sample(a_prefix, [human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
         drawn = [constitution.sample_critique_revision(s.revisions, s.seed, key=p.id) for p in batch]
         steps = [[] for _ in batch]
         for k in range(s.revisions):
@@ -135,16 +135,15 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
                 critiques = [None] * len(batch)
             else:
                 critiques = sample(cr_prefix, [h + f"\n\nCritiqueRequest: {d[k].critique_request}\n\nCritique:"
-                                               for h, d in zip(history, drawn)], s.critique_tokens, b, f"critique{k}")
+                                               for h, d in zip(history, drawn)], s.critique_tokens, batch, f"critique{k}")
             rev_texts = [h + ("" if c is None else f"\n\nCritiqueRequest: {d[k].critique_request}\n\nCritique: {c}")
                          + f"\n\nRevisionRequest: {d[k].revision_request}\n\nRevision:"
                          for h, c, d in zip(history, critiques, drawn)]
-            revised = sample(cr_prefix, rev_texts, s.revision_tokens, b, f"revision{k}")
+            revised = sample(cr_prefix, rev_texts, s.revision_tokens, batch, f"revision{k}")
             for st, c, r, d in zip(steps, critiques, revised, drawn):
                 st.append({"principle_id": d[k].id, "critique_request": None if c is None else d[k].critique_request,
                            "critique": c, "revision_request": d[k].revision_request, "revision": r})
         for p, r0, st in zip(batch, initial, steps):
-            if p.id in store: continue
             store.append(_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
             bar.update()
     bar.close()
@@ -165,6 +164,8 @@ def _record(p: Prompt, initial: str, steps: list[dict], a_meter, cr_meter, thres
     return rec
 
 # %% ../nbs/03_critique_revision.ipynb #6c8e2fec
+STAGE_VERSION = 2  # bump when a code change alters the records, so cached stages are rebuilt
+
 def cr_settings(cr: dict, seed: int = 0, **overrides) -> CritiqueRevisionSettings:
     "Settings from a notebook's `cr` parameter dict (its prompt-selection keys are ignored here)."
     keys = CritiqueRevisionSettings.__dataclass_fields__
@@ -186,7 +187,7 @@ def critique_revision_stage(model_spec: str, cr: dict, constitution_path="defaul
     prompts = list(prompts) if prompts is not None else cr_prompts(cr, seed)
     settings = cr_settings(cr, seed, **overrides)
     inputs = {"model": model_fingerprint(model_spec), "dtype": str(dtype), "constitution": content_digest(path),
-              "prompts": [p.to_json() for p in prompts], "settings": asdict(settings)}
+              "prompts": [p.to_json() for p in prompts], "settings": asdict(settings), "version": STAGE_VERSION}
     def build(work):
         model, tok = load_model_cached(model_spec, dtype=dtype)
         critique_revise(model, tok, prompts, load_constitution(path), work, settings, model_name=model_spec)

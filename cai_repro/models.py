@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gemma3TextConfig, GenerationConfig,
-                          PreTrainedTokenizerFast, StoppingCriteria, StoppingCriteriaList)
+                          LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerFast, StoppingCriteria,
+                          StoppingCriteriaList, TopPLogitsWarper)
 from transformers.utils import logging as hf_logging
 
 from .artifacts import Unavailable, atomic_dir, cache_dir, content_digest, derive_seed
@@ -313,6 +314,21 @@ def _stack_caches(model, rows: Sequence[DynamicCache]) -> DynamicCache | None:
             layer.cumulative_length = max(r.layers[i].cumulative_length for r in rows)
     return batch
 
+class _PerRowSampler(LogitsProcessor):
+    """Draw each row's next token with that row's own generator (after temperature and top-p), so a row's text depends on
+    its seed alone, not on which other rows share its batch. It returns a one-hot score, which generate() then picks."""
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device):
+        self.gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.temperature, self.top_p = temperature, TopPLogitsWarper(top_p) if top_p < 1 else None
+    def __call__(self, input_ids, scores):
+        scores = scores.float() / self.temperature
+        if self.top_p: scores = self.top_p(input_ids, scores)
+        probs = torch.softmax(scores, -1)
+        pick = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.gens)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(pick), device=scores.device), pick] = 0.0
+        return out
+
 class _StopOnStrings(StoppingCriteria):
     def __init__(self, tok, stops: Sequence[str], start: int):
         self.tok, self.stops, self.start = tok, list(stops), start
@@ -327,21 +343,23 @@ def _cut_at_stops(text: str, stops: Sequence[str]) -> str:
 # %% ../nbs/00_models.ipynb #63d6b50b
 @torch.no_grad()
 def generate(model, tok, prompts: Sequence[str], *, prefix: str | EncodedPrefix = "", max_new_tokens: int = 64,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, stop: Sequence[str] = ("\n\nHuman:",),
-             batch_size: int = 8, progress: bool = False) -> list[str]:
-    """Sample one completion of `prefix + prompt` for each prompt, cut at the first stop string.
-    `temperature=0` is greedy. Batch `b` samples under `derive_seed(seed, b)`: the same seed and batch size give the same text."""
+             temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, row_seeds: Sequence[int] | None = None,
+             stop: Sequence[str] = ("\n\nHuman:",), batch_size: int = 8, progress: bool = False) -> list[str]:
+    """Sample one completion of `prefix + prompt` for each prompt, cut at the first stop string; `temperature=0` is greedy.
+    Row i samples with its own generator, seeded by `row_seeds[i]` (default `derive_seed(seed, i)`), so a completion
+    does not depend on the batch size or on the other prompts in its batch."""
     if not isinstance(prefix, EncodedPrefix): prefix = EncodedPrefix.encode(model, tok, prefix)
     stop = [s for s in stop if s]
+    row_seeds = list(row_seeds) if row_seeds is not None else [derive_seed(seed, i) for i in range(len(prompts))]
     suffixes = [[prefix.ids[-1], *tok(p, add_special_tokens=False).input_ids] for p in prompts]
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 else dict(do_sample=False)
+    sampling = temperature > 0  # HF's own warpers stay off (T=1, top_k=0): _PerRowSampler applies T and top-p itself
     config = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                              **sampling)  # top_k=0: no top-k cut (transformers' default is 50); the paper samples at T=1
+                              **(dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0) if sampling else dict(do_sample=False)))
     out: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(suffixes[i]))  # similar lengths together: less padding
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     P = len(prefix.ids) - 1
-    for b, batch in enumerate(tqdm(batches, disable=not progress, desc="sampling")):
+    for batch in tqdm(batches, disable=not progress, desc="sampling"):
         S = max(len(suffixes[i]) for i in batch)
         ids = torch.full((len(batch), P + S), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -352,9 +370,10 @@ def generate(model, tok, prompts: Sequence[str], *, prefix: str | EncodedPrefix 
         ids, mask = ids.to(model.device), mask.to(model.device)
         cache = _stack_caches(model, [prefix.extend(model, suffixes[i][1:]) for i in batch])
         criteria = StoppingCriteriaList([_StopOnStrings(tok, stop, P + S)] if stop else [])
-        torch.manual_seed(derive_seed(seed, b))
+        processors = LogitsProcessorList([_PerRowSampler([row_seeds[i] for i in batch], temperature, top_p, model.device)]
+                                         if sampling else [])
         seqs = model.generate(input_ids=ids, attention_mask=mask, cache=cache, generation_config=config,
-                              stopping_criteria=criteria)
+                              stopping_criteria=criteria, logits_processor=processors)
         for r, i in enumerate(batch):
             out[i] = _cut_at_stops(tok.decode(seqs[r, P + S:], skip_special_tokens=True), stop)
     return out

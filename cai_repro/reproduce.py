@@ -55,9 +55,15 @@ def select_notebooks(notebooks: Sequence[Path], only: Sequence[str] = (), start:
 
 # %% ../nbs/10_reproduce.ipynb #ecd8e96d
 def declared_parameters(nb: Path) -> dict:
-    "The names and default values in a notebook's `parameters` cell."
-    import papermill as pm
-    return {k: v["default"] for k, v in pm.inspect_notebook(str(nb)).items()}
+    """The names in a notebook's `parameters` cell, with the source text of their defaults. Parsed with `ast`, because
+    papermill's own line parser skips values that span several lines, such as the stage dicts."""
+    import ast
+    import nbformat
+    cells = [c for c in nbformat.read(nb, as_version=4).cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells: return {}
+    src = cells[0].source
+    return {t.id: ast.get_source_segment(src, node.value) for node in ast.parse(src).body
+            if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
 
 def notebook_parameters(profile: Map, nb: Path, run_dir: Path) -> dict:
     "The values a profile gives one notebook: its `defaults` that the notebook declares, then its own section."

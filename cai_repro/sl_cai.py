@@ -28,15 +28,14 @@ def sample_helpful(model, tok, prompts: Sequence[Prompt], out_file, prefix: str,
     "The model's answers to `prompts` (after `prefix`), one record per prompt in `out_file`."
     from tqdm.auto import tqdm
     store = RecordStore(out_file, key="id")
-    batches = [list(prompts[i:i + batch_size]) for i in range(0, len(prompts), batch_size)]
-    for b, batch in enumerate(tqdm(batches, disable=not progress, desc="helpfulness samples")):
-        if all(p.id in store for p in batch): continue
+    todo = [p for p in prompts if p.id not in store]
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    for batch in tqdm(batches, disable=not progress, desc="helpfulness samples"):
         outs = generate(model, tok, [human_turn(p.text) for p in batch], prefix=prefix, max_new_tokens=max_new_tokens,
-                        temperature=temperature, seed=derive_seed(seed, "helpful", b), stop=TURN_MARKERS,
-                        batch_size=len(batch))
+                        temperature=temperature, row_seeds=[derive_seed(seed, "helpful", p.id) for p in batch],
+                        stop=TURN_MARKERS, batch_size=len(batch))
         for p, o in zip(batch, outs):
-            if p.id not in store:
-                store.append({"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful, "response": o.strip()})
+            store.append({"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful, "response": o.strip()})
     by_id = {r["id"]: r for r in store.records}
     return [by_id[p.id] for p in prompts]
 

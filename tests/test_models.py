@@ -87,6 +87,32 @@ def test_generate_is_reproducible_from_seed(tiny):
     assert a != generate(model, tok, prompts, seed=8, max_new_tokens=12)
 
 
+def test_a_rows_sample_depends_only_on_its_seed(tiny):
+    "Not on the batch size, the order, or the other prompts in the batch."
+    model, tok = tiny
+    prompts = ["one", "a much longer second prompt", "3", "four four"]
+    seeds = [11, 22, 33, 44]
+    ref = generate(model, tok, prompts, row_seeds=seeds, max_new_tokens=10, batch_size=4)
+    assert ref == generate(model, tok, prompts, row_seeds=seeds, max_new_tokens=10, batch_size=1)
+    assert ref[::-1] == generate(model, tok, prompts[::-1], row_seeds=seeds[::-1], max_new_tokens=10, batch_size=3)
+    assert ref[1:2] == generate(model, tok, prompts[1:2], row_seeds=seeds[1:2], max_new_tokens=10)
+
+
+def test_sampling_follows_temperature(tiny):
+    "At a tiny temperature sampling is greedy; at T=1 the per-row sampler draws from the model's distribution."
+    model, tok = tiny
+    greedy = generate(model, tok, ["abc"], temperature=0, max_new_tokens=6, stop=())
+    assert generate(model, tok, ["abc"], temperature=1e-4, max_new_tokens=6, stop=(), seed=3) == greedy
+    ids = torch.tensor([tok("abc").input_ids])
+    with torch.no_grad():
+        probs = torch.softmax(model(ids).logits[0, -1].float(), -1)
+    firsts = [tok(generate(model, tok, ["abc"], max_new_tokens=1, stop=(), seed=s)[0], add_special_tokens=False).input_ids[:1]
+              for s in range(300)]
+    top = int(probs.argmax())
+    share = sum(f == [top] for f in firsts) / len(firsts)
+    assert abs(share - float(probs[top])) < 0.08, (share, float(probs[top]))
+
+
 def test_generate_cuts_at_stop_strings(tiny, monkeypatch):
     model, tok = tiny
     # a model that always writes "ok\n\nHuman: more": force the tokens through generate's output
