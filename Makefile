@@ -7,7 +7,7 @@ STAMP       := $(VENV)/.installed
 PROFILE     ?= cpu
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install test sync-check pytest nbtest smoke reproduce readme readme-check lab export clean-nbs bench
+.PHONY: help install test sync-check pytest nbtest smoke reproduce readme lab export bench docs
 
 help:
 	@echo "make reproduce   run the whole reproduction on the embedded Gemma 3 270M (profile: $(PROFILE))"
@@ -15,6 +15,7 @@ help:
 	@echo "make lab         open the notebooks in JupyterLab"
 	@echo "make export      regenerate cai_repro/ and README.md from the notebooks"
 	@echo "make bench       performance suite (ratios against naive baselines, measured side by side)"
+	@echo "make docs        the nbdev documentation site (needs quarto, which this target does not install)"
 
 # torch first: the pinned CPU wheel; the package's own range (torch>=2.4) then installs nothing more.
 $(STAMP): settings.ini setup.py pyproject.toml
@@ -58,3 +59,9 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --json
+
+# Optional: nbdev's quarto site in _docs/. quarto is a separate install (https://quarto.org); nbdev would try to
+# download it, so we check first.
+docs: $(STAMP)
+	@command -v quarto >/dev/null || { echo "make docs needs quarto on PATH (https://quarto.org/docs/get-started/); README.md is rendered without it by 'make readme'"; exit 1; }
+	$(BIN)/nbdev_docs

@@ -14,8 +14,8 @@ from .artifacts import InputError, Unavailable
 
 # %% auto #0
 __all__ = ['COMMANDS', 'command', 'constitution_check', 'generate_cmd', 'prompts_check', 'prompts_generate', 'reproduce_cmd',
-           'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd', 'pm_eval_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
-           'eval_download_cmd', 'label_cmd', 'monitor_cmd', 'rl_cmd', 'build_parser', 'main']
+           'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'eval_mc_cmd',
+           'eval_compare_cmd', 'eval_download_cmd', 'label_cmd', 'build_parser', 'main']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -272,133 +272,6 @@ def _pm_parser(sub):
     e.add_argument("--dtype", default="float32")
     e.set_defaults(func=pm_eval_cmd)
 
-# %% ../nbs/cli.ipynb #354c319b
-def _write_result(out, result: dict):
-    from cai_repro.artifacts import atomic_write_json
-    atomic_write_json(out, result)
-
-def eval_mc_cmd(args) -> int:
-    "Score an evaluation file as multiple choice and write the result JSON."
-    from cai_repro.constitution import load_constitution
-    from cai_repro.feedback import EvalSettings, load_eval, resolve_eval_data, score_eval
-    from cai_repro.models import load_model
-    path = resolve_eval_data(args.data, args.data_dir)
-    items = load_eval(path, args.limit)
-    constitution = load_constitution(args.constitution) if args.cot else None
-    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
-    s = EvalSettings(debias=args.debias, cot=args.cot, cot_chains=args.cot_chains, cot_tokens=args.cot_tokens, seed=args.seed)
-    res = score_eval(model, tok, items, s, constitution=constitution, progress=True)
-    _write_result(args.out, {"model": args.model, "dtype": args.dtype, "data": str(path), **res})
-    deb = f", debiased {res['accuracy_debiased']:.3f} ({res['n_debiased']} items swapped)" if args.debias else ""
-    print(f"{path.name}: {res['n']} items, accuracy {res['accuracy']:.3f}{deb}, chance {res['chance']:.3f}; "
-          f"answers (A) on {res['a_share']:.0%} (correct is (A) on {res['a_correct_share']:.0%}); wrote {args.out}")
-    return 0
-
-def eval_compare_cmd(args) -> int:
-    "P(correct response is better) for each HHH comparison under one labeller; writes the result JSON."
-    from cai_repro.constitution import load_constitution
-    from cai_repro.feedback import CompareSettings, compare_eval, load_eval, resolve_eval_data
-    from cai_repro.models import load_model
-    if args.method == "pm" and not args.pm: raise InputError("--pm", None, "--method pm needs --pm DIR (a trained preference model)")
-    path = resolve_eval_data(args.data, args.data_dir)
-    items = load_eval(path, args.limit)
-    constitution = load_constitution(args.constitution)
-    model, tok = (None, None) if args.method in ("pm", "length") else load_model(args.model, dtype=args.dtype, seed=args.seed)
-    s = CompareSettings(method=args.method, principles=args.principles, debias=args.debias, tau=args.tau, seed=args.seed)
-    res = compare_eval(model, tok, items, constitution, s, pm_dir=args.pm, path=path, progress=True)
-    _write_result(args.out, {"model": args.pm if args.method == "pm" else args.model, "dtype": args.dtype, "data": str(path), **res})
-    extra = ""
-    if "a_share" in res: extra = f"; answers (A) on {res['a_share']:.0%}"
-    if "baselines" in res:
-        extra = (f"; tau {res['tau']:.3g}; preamble-only log-prob {res['baselines']['preamble_logprob']['accuracy']:.3f}, "
-                 f"longer wins {res['baselines']['longer_wins']['accuracy']:.3f}")
-    print(f"{path.name}: {res['n']} comparisons, {args.method} accuracy {res['accuracy']:.3f}{extra}; wrote {args.out}")
-    return 0
-
-def eval_download_cmd(args) -> int:
-    "Download Anthropic's full evaluation files."
-    from cai_repro.feedback import download_evals
-    for f in download_evals(args.dest): print(f)
-    return 0
-
-@command
-def _eval_parser(sub):
-    e = sub.add_parser("eval", help="evaluate AI feedback on Anthropic's evaluation files").add_subparsers(dest="action", required=True, metavar="ACTION")
-    def common(p):
-        p.add_argument("--model", default="gemma-3-270m", help="model spec: gemma-3-270m, tiny-random, a directory or a Hub id")
-        p.add_argument("--data", required=True, help="a JSONL eval file, or hhh, harmful-vs-ethical, harm-type (add -dev for the slices)")
-        p.add_argument("--data-dir", help="where eval names are looked up (default: the reference data, then the cache)")
-        p.add_argument("--out", required=True, help="result JSON")
-        p.add_argument("--limit", type=int, help="only the first N items")
-        p.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto (bf16 where the CPU/GPU runs it natively)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--constitution", default="default", help="feedback principles and few-shot demonstrations")
-    mc = e.add_parser("mc", help="multiple-choice accuracy (paper Figs. 4, 11, 12)")
-    common(mc)
-    mc.add_argument("--debias", action="store_true", help="also score two-option items with the option bodies swapped and average")
-    mc.add_argument("--cot", action="store_true", help="sample chains of thought before the answer")
-    mc.add_argument("--cot-chains", type=int, default=5, help="chains averaged per item (paper: 5)")
-    mc.add_argument("--cot-tokens", type=int, default=96, help="maximum tokens per chain")
-    mc.set_defaults(func=eval_mc_cmd)
-    cmp = e.add_parser("compare", help="labellers on the HHH comparisons: P(correct response is better)")
-    common(cmp)
-    cmp.add_argument("--method", default="mc", choices=["mc", "contrast", "logprob", "length", "pm"],
-                     help="mc: the paper's feedback prompt; contrast: ours; logprob, length: baselines; pm: a preference model")
-    cmp.add_argument("--pm", help="preference-model directory (for --method pm)")
-    cmp.add_argument("--principles", type=int, default=4, help="principles per item (0: all)")
-    cmp.add_argument("--debias", action="store_true", help="mc: score both orders of the responses and average")
-    cmp.add_argument("--tau", type=float, help="contrast: temperature of the soft label (default: fitted on these items)")
-    cmp.set_defaults(func=eval_compare_cmd)
-    dl = e.add_parser("download", help="download the full evaluation files (438 HHH, 254 harmful-vs-ethical, 287 harm-type)")
-    dl.add_argument("--dest", help="target directory (default: the cache, where eval names are looked up)")
-    dl.set_defaults(func=eval_download_cmd)
-
-# %% ../nbs/cli.ipynb #31e5de26
-def _clamp_arg(text: str):
-    if text.lower() in ("none", "off"): return None
-    try: lo, hi = (float(x) for x in text.split(","))
-    except ValueError: raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 0.4,0.6) or none, got {text!r}") from None
-    if not 0 <= lo <= hi <= 1: raise argparse.ArgumentTypeError(f"need 0 <= LO <= HI <= 1, got {text!r}")
-    return (lo, hi)
-
-def label_cmd(args) -> int:
-    "Label pairs of responses with AI feedback."
-    from cai_repro.constitution import load_constitution
-    from cai_repro.feedback import LabelSettings, label_pairs, read_pairs
-    from cai_repro.models import load_model
-    try:
-        s = LabelSettings(method=args.method, ensemble=args.ensemble, debias=args.debias, cot=args.cot, clamp=args.clamp,
-                          tau=args.tau, cot_tokens=args.cot_tokens, batch_size=args.batch_size, seed=args.seed)
-    except ValueError as e:
-        raise InputError("command line", None, str(e)) from None
-    pairs = read_pairs(args.pairs)
-    constitution = load_constitution(args.constitution)
-    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
-    labels = label_pairs(model, tok, pairs, constitution, args.out, s, model_name=args.model)
-    mean = sum(r["p_a"] for r in labels) / len(labels)
-    print(f"labelled {len(labels)} pairs ({args.method}, {args.ensemble} principles each); mean P(A better) {mean:.3f}; "
-          f"{Path(args.out) / 'labels.jsonl'}")
-    return 0
-
-@command
-def _label_parser(sub):
-    p = sub.add_parser("label", help="soft AI-feedback labels for pairs of responses (paper §4.1)")
-    p.add_argument("--model", default="gemma-3-270m", help="the feedback model")
-    p.add_argument("--pairs", required=True, help='JSONL of {"id", "prompt", "category", "harmful", "response_a", "response_b"}')
-    p.add_argument("--constitution", default="default", help="a constitution file or bundled name")
-    p.add_argument("--out", required=True, help="output directory (labels.jsonl, config.json); rerunning resumes")
-    p.add_argument("--method", default="mc", choices=["mc", "contrast"], help="mc: the paper's labeller; contrast: ours")
-    p.add_argument("--debias", action="store_true", help="mc: average P(A better) over both orders of the responses")
-    p.add_argument("--cot", action="store_true", help="mc: sample a chain of thought before the answer")
-    p.add_argument("--ensemble", type=int, default=4, help="principles per comparison, averaged (paper: 16)")
-    p.add_argument("--clamp", type=_clamp_arg, default=(0.4, 0.6), help="clamp chain-of-thought labels to LO,HI (paper: 0.4,0.6), or none")
-    p.add_argument("--tau", type=float, help="contrast: temperature (default: fitted on the HHH dev slice)")
-    p.add_argument("--cot-tokens", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=16, help="pairs scored together")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto")
-    p.set_defaults(func=label_cmd)
-
 # %% ../nbs/cli.ipynb #2efe4ea3
 def _revision_arg(s: str):
     if s in ("final", "initial"): return s
@@ -479,7 +352,6 @@ def _monitor_parser(sub):
 # %% ../nbs/cli.ipynb #67c4e26f
 def rl_cmd(args) -> int:
     "Optimise a policy against a preference model (PPO or RLOO); resumes from the last checkpoint in --out."
-    from dataclasses import replace
     from cai_repro.models import load_model, model_fingerprint
     from cai_repro.rl import NonFiniteError, RLSettings, load_metrics, load_reward, rl_prompts, train_rl
     try:
@@ -489,10 +361,13 @@ def rl_cmd(args) -> int:
                        lora_alpha=2 * args.lora_r, save_every=args.save_every, seed=args.seed)
     except ValueError as e:
         raise InputError("command line", None, str(e)) from None
-    pool = rl_prompts(args.prompts, args.n_prompts, args.harmful_fraction, seed=args.seed)
+    try:
+        pool = rl_prompts(args.prompts, args.n_prompts, args.harmful_fraction, seed=args.seed)
+    except ValueError as e:
+        raise InputError("--prompts", None, str(e)) from None
     if not pool: raise InputError(args.prompts, None, "no prompts")
     reward = load_reward(args.pm, dtype=args.dtype, seed=args.seed)
-    model, tok = load_model(args.policy, dtype=args.dtype, seed=args.seed)
+    model, tok = load_model(args.policy, dtype=args.dtype, seed=args.seed, device="auto")  # a GPU if there is one
     try:
         out = train_rl(model, tok, reward, pool, args.out, s, policy_spec=args.policy,
                        reward_name=model_fingerprint(args.pm), progress=not args.quiet)
@@ -529,6 +404,134 @@ def _rl_parser(sub):
     p.add_argument("--dtype", default="float32", help="float32, bfloat16, or auto (bfloat16 where the CPU runs it natively)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=rl_cmd)
+
+# %% ../nbs/cli.ipynb #070606c8
+def _write_result(out, result: dict):
+    from cai_repro.artifacts import atomic_write_json
+    atomic_write_json(out, result)
+
+def eval_mc_cmd(args) -> int:
+    "Score an evaluation file as multiple choice and write the result JSON."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.feedback import EvalSettings, load_eval, resolve_eval_data, score_eval
+    from cai_repro.models import load_model
+    path = resolve_eval_data(args.data, args.data_dir)
+    items = load_eval(path, args.limit)
+    constitution = load_constitution(args.constitution) if args.cot else None
+    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+    s = EvalSettings(debias=args.debias, cot=args.cot, cot_chains=args.cot_chains, cot_tokens=args.cot_tokens, seed=args.seed)
+    res = score_eval(model, tok, items, s, constitution=constitution, progress=True)
+    _write_result(args.out, {"model": args.model, "dtype": str(model.dtype).replace("torch.", ""), "data": str(path), **res})
+    deb = f", debiased {res['accuracy_debiased']:.3f} ({res['n_debiased']} items swapped)" if args.debias else ""
+    print(f"{path.name}: {res['n']} items, accuracy {res['accuracy']:.3f}{deb}, chance {res['chance']:.3f}; "
+          f"answers (A) on {res['a_share']:.0%} (correct is (A) on {res['a_correct_share']:.0%}); wrote {args.out}")
+    return 0
+
+def eval_compare_cmd(args) -> int:
+    "P(correct response is better) for each HHH comparison under one labeller; writes the result JSON."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.feedback import CompareSettings, compare_eval, load_eval, resolve_eval_data
+    from cai_repro.models import load_model
+    if args.method == "pm" and not args.pm: raise InputError("--pm", None, "--method pm needs --pm DIR (a trained preference model)")
+    path = resolve_eval_data(args.data, args.data_dir)
+    items = load_eval(path, args.limit)
+    constitution = load_constitution(args.constitution)
+    model, tok = (None, None) if args.method in ("pm", "length") else load_model(args.model, dtype=args.dtype, seed=args.seed)
+    s = CompareSettings(method=args.method, principles=args.principles, debias=args.debias, tau=args.tau, seed=args.seed)
+    res = compare_eval(model, tok, items, constitution, s, pm_dir=args.pm, path=path, progress=True)
+    dt = str(model.dtype).replace("torch.", "") if model is not None else None
+    _write_result(args.out, {"model": args.pm if args.method == "pm" else args.model, "dtype": dt, "data": str(path), **res})
+    extra = ""
+    if "a_share" in res: extra = f"; answers (A) on {res['a_share']:.0%}"
+    if "baselines" in res:
+        extra = (f"; tau {res['tau']:.3g}; preamble-only log-prob {res['baselines']['preamble_logprob']['accuracy']:.3f}, "
+                 f"longer wins {res['baselines']['longer_wins']['accuracy']:.3f}")
+    print(f"{path.name}: {res['n']} comparisons, {args.method} accuracy {res['accuracy']:.3f}{extra}; wrote {args.out}")
+    return 0
+
+def eval_download_cmd(args) -> int:
+    "Download Anthropic's full evaluation files."
+    from cai_repro.feedback import download_evals
+    for f in download_evals(args.dest): print(f)
+    return 0
+
+@command
+def _eval_parser(sub):
+    e = sub.add_parser("eval", help="evaluate AI feedback on Anthropic's evaluation files").add_subparsers(dest="action", required=True, metavar="ACTION")
+    def common(p):
+        p.add_argument("--model", default="gemma-3-270m", help="model spec: gemma-3-270m, tiny-random, a directory or a Hub id")
+        p.add_argument("--data", required=True, help="a JSONL eval file, or hhh, harmful-vs-ethical, harm-type (add -dev for the slices)")
+        p.add_argument("--data-dir", help="where eval names are looked up (default: the reference data, then the cache)")
+        p.add_argument("--out", required=True, help="result JSON")
+        p.add_argument("--limit", type=int, help="only the first N items")
+        p.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto (bf16 where the CPU/GPU runs it natively)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--constitution", default="default", help="feedback principles and few-shot demonstrations")
+    mc = e.add_parser("mc", help="multiple-choice accuracy (paper Figs. 4, 11, 12)")
+    common(mc)
+    mc.add_argument("--debias", action="store_true", help="also score two-option items with the option bodies swapped and average")
+    mc.add_argument("--cot", action="store_true", help="sample chains of thought before the answer")
+    mc.add_argument("--cot-chains", type=int, default=5, help="chains averaged per item (paper: 5)")
+    mc.add_argument("--cot-tokens", type=int, default=96, help="maximum tokens per chain")
+    mc.set_defaults(func=eval_mc_cmd)
+    cmp = e.add_parser("compare", help="labellers on the HHH comparisons: P(correct response is better)")
+    common(cmp)
+    cmp.add_argument("--method", default="mc", choices=["mc", "contrast", "logprob", "length", "pm"],
+                     help="mc: the paper's feedback prompt; contrast: ours; logprob, length: baselines; pm: a preference model")
+    cmp.add_argument("--pm", help="preference-model directory (for --method pm)")
+    cmp.add_argument("--principles", type=int, default=4, help="principles per item (0: all)")
+    cmp.add_argument("--debias", action="store_true", help="mc: score both orders of the responses and average")
+    cmp.add_argument("--tau", type=float, help="contrast: temperature of the soft label (default: fitted on these items)")
+    cmp.set_defaults(func=eval_compare_cmd)
+    dl = e.add_parser("download", help="download the full evaluation files (438 HHH, 254 harmful-vs-ethical, 287 harm-type)")
+    dl.add_argument("--dest", help="target directory (default: the cache, where eval names are looked up)")
+    dl.set_defaults(func=eval_download_cmd)
+
+# %% ../nbs/cli.ipynb #54210ced
+def _clamp_arg(text: str):
+    if text.lower() in ("none", "off"): return None
+    try: lo, hi = (float(x) for x in text.split(","))
+    except ValueError: raise argparse.ArgumentTypeError(f"expected LO,HI (e.g. 0.4,0.6) or none, got {text!r}") from None
+    if not 0 <= lo <= hi <= 1: raise argparse.ArgumentTypeError(f"need 0 <= LO <= HI <= 1, got {text!r}")
+    return (lo, hi)
+
+def label_cmd(args) -> int:
+    "Label pairs of responses with AI feedback."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.feedback import LabelSettings, label_pairs, read_pairs
+    from cai_repro.models import load_model
+    try:
+        s = LabelSettings(method=args.method, ensemble=args.ensemble, debias=args.debias, cot=args.cot, clamp=args.clamp,
+                          tau=args.tau, cot_tokens=args.cot_tokens, batch_size=args.batch_size, seed=args.seed)
+    except ValueError as e:
+        raise InputError("command line", None, str(e)) from None
+    pairs = read_pairs(args.pairs)
+    constitution = load_constitution(args.constitution)
+    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+    labels = label_pairs(model, tok, pairs, constitution, args.out, s, model_name=args.model)
+    mean = sum(r["p_a"] for r in labels) / len(labels)
+    print(f"labelled {len(labels)} pairs ({args.method}, {args.ensemble} principles each); mean P(A better) {mean:.3f}; "
+          f"{Path(args.out) / 'labels.jsonl'}")
+    return 0
+
+@command
+def _label_parser(sub):
+    p = sub.add_parser("label", help="soft AI-feedback labels for pairs of responses (paper §4.1)")
+    p.add_argument("--model", default="gemma-3-270m", help="the feedback model")
+    p.add_argument("--pairs", required=True, help='JSONL of {"id", "prompt", "category", "harmful", "response_a", "response_b"}')
+    p.add_argument("--constitution", default="default", help="a constitution file or bundled name")
+    p.add_argument("--out", required=True, help="output directory (labels.jsonl, config.json); rerunning resumes")
+    p.add_argument("--method", default="mc", choices=["mc", "contrast"], help="mc: the paper's labeller; contrast: ours")
+    p.add_argument("--debias", action="store_true", help="mc: average P(A better) over both orders of the responses")
+    p.add_argument("--cot", action="store_true", help="mc: sample a chain of thought before the answer")
+    p.add_argument("--ensemble", type=int, default=4, help="principles per comparison, averaged (paper: 16)")
+    p.add_argument("--clamp", type=_clamp_arg, default=(0.4, 0.6), help="clamp chain-of-thought labels to LO,HI (paper: 0.4,0.6), or none")
+    p.add_argument("--tau", type=float, help="contrast: temperature (default: fitted on the HHH dev slice)")
+    p.add_argument("--cot-tokens", type=int, default=96)
+    p.add_argument("--batch-size", type=int, default=16, help="pairs scored together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="auto", help="float32, bfloat16, or auto")
+    p.set_defaults(func=label_cmd)
 
 # %% ../nbs/cli.ipynb #ed338c23
 def build_parser() -> argparse.ArgumentParser:

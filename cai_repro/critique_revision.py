@@ -21,7 +21,7 @@ from .prompts import Prompt
 # %% auto #0
 __all__ = ['TURN_MARKERS', 'STAGE_VERSION', 'human_turn', 'assistant_prefix', 'critique_revision_prefix', 'chain_text', 'ngrams',
            'CopyMeter', 'text_flags', 'CritiqueRevisionSettings', 'critique_revise', 'cr_settings', 'cr_prompts',
-           'critique_revision_stage', 'load_records', 'flag_counts']
+           'critique_revision_stage', 'load_records', 'flag_counts', 'instruction_echo_rates']
 
 # %% ../nbs/03_critique_revision.ipynb #dcf31330
 TURN_MARKERS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCritique:", "\n\nRevisionRequest:", "\n\nRevision:")
@@ -208,3 +208,13 @@ def flag_counts(records: Sequence[dict]) -> dict:
     return {"n": len(records), "records_flagged": dict(counts),
             "critique_copy_rate_by_step": [mean(r["steps"][k]["critique_copy_rate"] for r in records if len(r["steps"]) > k) for k in range(n_steps)],
             "revision_copy_rate_by_step": [mean(r["steps"][k]["revision_copy_rate"] for r in records if len(r["steps"]) > k) for k in range(n_steps)]}
+
+# %% ../nbs/03_critique_revision.ipynb #1eaa302b
+def instruction_echo_rates(records: Sequence[dict], constitution: Constitution, n: int = 8) -> dict:
+    "Mean instruction-echo rate of critiques and revisions at each step (texts too short for n-grams are skipped)."
+    meter = CopyMeter(" | ".join(f"{p.critique_request} | {p.revision_request}" for p in constitution.critique_revision), n)
+    steps = max((len(r["steps"]) for r in records), default=0)
+    def mean(xs): xs = [x for x in xs if x is not None]; return round(sum(xs) / len(xs), 4) if xs else None
+    return {f"{what}_echo_rate_by_step": [mean(meter(r["steps"][k][what]) for r in records
+                                               if len(r["steps"]) > k and r["steps"][k][what] is not None) for k in range(steps)]
+            for what in ("critique", "revision")}

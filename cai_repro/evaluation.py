@@ -13,14 +13,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from .artifacts import InputError
+import numpy as np
+from tqdm.auto import tqdm
+
+from .artifacts import InputError, RecordStore, Stage, derive_seed, read_jsonl
 
 # %% auto #0
-__all__ = ['STOPWORDS', 'REFUSAL_PATTERNS', 'REDIRECT', 'AVOIDANCE', 'REFUSAL_DEV_SET', 'REFUSAL_HELDOUT_SET', 'strip_dialogue',
-           'strip_response', 'read_responses', 'normalize', 'words', 'word_ngrams', 'content_words', 'stock_ngrams',
-           'stock_share', 'top_stock_phrases', 'distinct_n', 'repeated_ngram_share', 'ngram_vectors',
+__all__ = ['STOPWORDS', 'REFUSAL_PATTERNS', 'REDIRECT', 'AVOIDANCE', 'REFUSAL_DEV_SET', 'REFUSAL_HELDOUT_SET', 'ELO_PER_NAT',
+           'strip_dialogue', 'strip_response', 'read_responses', 'normalize', 'words', 'word_ngrams', 'content_words',
+           'stock_ngrams', 'stock_share', 'top_stock_phrases', 'distinct_n', 'repeated_ngram_share', 'ngram_vectors',
            'pairwise_similarity', 'sentences', 'classify_refusal', 'detector_scores', 'monitor_responses',
-           'read_metrics', 'drift_report', 'plot_drift', 'bootstrap_ci']
+           'read_metrics', 'drift_report', 'plot_drift', 'bootstrap_ci', 'fit_bradley_terry', 'pairwise_from_scores',
+           'elo_scores', 'heldout_prompts', 'checkpoint_responses', 'evaluation_stage']
 
 # %% ../nbs/09_evaluation.ipynb #3abbfabc
 _TURN = re.compile(r"\n+\s*(?:Human|Assistant):")
@@ -575,3 +579,94 @@ def bootstrap_ci(values: Sequence[float], groups: Sequence, n_boot: int = 1000, 
         boots = sums[draws].sum(1) / counts[draws].sum(1)
     a = (1 - level) / 2
     return (float(sums.sum() / counts.sum()), float(np.nanquantile(boots, a)), float(np.nanquantile(boots, 1 - a)))
+
+# %% ../nbs/09_evaluation.ipynb #4394197c
+def fit_bradley_terry(n: int, comparisons: Sequence[tuple[int, int, float]], l2: float = 1e-3, iters: int = 100) -> np.ndarray:
+    """Strengths s (s[0] = 0) maximising Σ p·log σ(s_i − s_j) + (1 − p)·log σ(s_j − s_i) over comparisons (i, j, p),
+    p = P(i beats j). A small L2 penalty keeps s finite when one checkpoint wins everything. Newton's method."""
+    s = np.zeros(n)
+    i_idx = np.array([c[0] for c in comparisons]); j_idx = np.array([c[1] for c in comparisons])
+    p = np.array([c[2] for c in comparisons], dtype=float)
+    for _ in range(iters):
+        q = 1 / (1 + np.exp(-(s[i_idx] - s[j_idx])))
+        g = np.zeros(n); np.add.at(g, i_idx, p - q); np.add.at(g, j_idx, q - p); g -= l2 * s
+        w = q * (1 - q)
+        H = np.zeros((n, n)); np.add.at(H, (i_idx, i_idx), -w); np.add.at(H, (j_idx, j_idx), -w)
+        np.add.at(H, (i_idx, j_idx), w); np.add.at(H, (j_idx, i_idx), w); H -= l2 * np.eye(n)
+        step = np.linalg.solve(H[1:, 1:], g[1:])  # s[0] stays 0: Elo is relative to the first checkpoint
+        s[1:] -= step
+        if np.abs(step).max() < 1e-9: break
+    return s
+
+ELO_PER_NAT = 400 / np.log(10)
+
+def pairwise_from_scores(scores: np.ndarray, tau: float = 1.0) -> list[list[tuple[int, int, float]]]:
+    """Soft comparisons from per-response judge scores of shape (n_prompts, n_checkpoints):
+    P(i beats j on prompt k) = σ((score_ki − score_kj) / τ), as the contrast labeller defines it."""
+    n_p, n_m = scores.shape
+    return [[(i, j, float(1 / (1 + np.exp(-(scores[k, i] - scores[k, j]) / tau)))) for i in range(n_m) for j in range(i + 1, n_m)]
+            for k in range(n_p)]
+
+def elo_scores(names: Sequence[str], per_prompt: Sequence[Sequence[tuple[int, int, float]]], n_boot: int = 500,
+               seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    "Elo relative to `names[0]`, with 95% bootstrap intervals over prompts; `per_prompt[k]` holds prompt k's comparisons."
+    flat = lambda groups: [c for g in groups for c in g]
+    point = fit_bradley_terry(len(names), flat(per_prompt)) * ELO_PER_NAT
+    rng = np.random.default_rng(seed)
+    boots = np.array([fit_bradley_terry(len(names), flat([per_prompt[k] for k in rng.integers(0, len(per_prompt), len(per_prompt))]))
+                      for _ in range(n_boot)]) * ELO_PER_NAT
+    lo, hi = np.quantile(boots, 0.025, 0), np.quantile(boots, 0.975, 0)
+    return {n: (float(point[i]), float(lo[i]), float(hi[i])) for i, n in enumerate(names)}
+
+# %% ../nbs/09_evaluation.ipynb #2f7a60b4
+def heldout_prompts(exclude_ids, n_harmful: int, n_benign: int, seed: int = 0) -> list:
+    "Red-team and benign prompts that no training stage used (category-balanced, seeded)."
+    from cai_repro.prompts import load_prompts, sample_prompts
+    exclude = set(exclude_ids)
+    red = [p for p in load_prompts("red-team") if p.id not in exclude]
+    benign = [p for p in load_prompts("helpful") if p.id not in exclude]
+    return sample_prompts(red, n_harmful, seed=seed) + sample_prompts(benign, n_benign, seed=seed)
+
+def checkpoint_responses(spec: str, prompts, prefix: str = "", temperature: float = 1.0, max_new_tokens: int = 64,
+                         seed: int = 0, dtype="float32") -> list[str]:
+    "One answer per prompt from a model spec, each prompt's sample seeded by its id (so all checkpoints get the same draws)."
+    from cai_repro.critique_revision import TURN_MARKERS, human_turn
+    from cai_repro.models import generate, load_model
+    model, tok = load_model(spec, dtype=dtype)
+    outs = generate(model, tok, [human_turn(p.text) for p in prompts], prefix=prefix, temperature=temperature,
+                    max_new_tokens=max_new_tokens, row_seeds=[derive_seed(seed, "evaluation", p.id) for p in prompts],
+                    stop=TURN_MARKERS)
+    return [o.strip() for o in outs]
+
+def evaluation_stage(checkpoints: Sequence[tuple], prompts, judge_spec: str, harm_descriptions: Sequence[str],
+                     helpful_description: str, pm_dir, temperatures=(1.0, 0.0), max_new_tokens: int = 64, dtype="float32",
+                     seed: int = 0) -> Path:
+    """Answers of each checkpoint `(name, spec, prefix, rl_step)` to `prompts` at each temperature, scored by the judge
+    (harmlessness and helpfulness contrast) and by the preference model; cached in `scores.jsonl`."""
+    from cai_repro.critique_revision import human_turn
+    from cai_repro.feedback import contrast_scores
+    from cai_repro.models import load_model_cached, model_fingerprint
+    from cai_repro.preference_model import RewardScorer
+    inputs = {"checkpoints": [(n, model_fingerprint(s), pre, step) for n, s, pre, step in checkpoints],
+              "prompts": [p.to_json() for p in prompts], "judge": model_fingerprint(judge_spec),
+              "harm": list(harm_descriptions), "helpful": helpful_description, "pm": str(pm_dir),
+              "temperatures": list(temperatures), "tokens": max_new_tokens, "dtype": str(dtype), "seed": seed}
+    def build(work):
+        store = RecordStore(work / "scores.jsonl", key="key")
+        judge, jtok = load_model_cached(judge_spec, dtype=dtype)
+        pm = RewardScorer(pm_dir)
+        for name, spec, prefix, step in tqdm(checkpoints, desc="checkpoints"):
+            for t in temperatures:
+                if f"{name}|{t}|{prompts[-1].id}" in store: continue
+                answers = checkpoint_responses(spec, prompts, prefix, t, max_new_tokens, seed, dtype)
+                convs = [human_turn(p.text) for p in prompts]
+                harm = contrast_scores(judge, jtok, convs, [[a] for a in answers], harm_descriptions)
+                helpful = contrast_scores(judge, jtok, convs, [[a] for a in answers], [helpful_description])
+                reward = pm.score([p.text for p in prompts], answers)
+                for p, a, h, u, r in zip(prompts, answers, harm, helpful, reward):
+                    if f"{name}|{t}|{p.id}" not in store:
+                        store.append({"key": f"{name}|{t}|{p.id}", "checkpoint": name, "rl_step": step, "temperature": t,
+                                      "prompt_id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful,
+                                      "response": a, "judge_harmless": float(h[0]), "judge_helpful": float(u[0]),
+                                      "pm": float(r)})
+    return Stage("evaluation", inputs).run(build)

@@ -94,9 +94,11 @@ def _fmt(seconds: float) -> str:
 
 def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None = None) -> float:
     "Execute one notebook into `run_dir` (plus its HTML); return its wall time. Raises `StageFailed` on error."
+    import logging
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    out, partial = run_dir / nb.name, run_dir / f".{nb.name}.partial"
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)  # it cannot parse multi-line dicts; we do (ast)
+    out, partial = run_dir / nb.name, run_dir / f".partial.{nb.name}"
     t0 = time.time()
     try:
         pm.execute_notebook(str(nb), str(partial), parameters=params, cwd=str(nb.parent), kernel_name="python3",

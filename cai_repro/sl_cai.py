@@ -20,7 +20,7 @@ from .models import generate, load_model, load_model_cached, model_fingerprint
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
-__all__ = ['sample_helpful', 'helpful_samples_stage', 'sft_examples', 'train_sft', 'sft_stage']
+__all__ = ['sample_helpful', 'helpful_samples_stage', 'sft_examples', 'train_sft', 'sft_stage', 'sl_cai_policy']
 
 # %% ../nbs/04_sl_cai.ipynb #1b197943
 def sample_helpful(model, tok, prompts: Sequence[Prompt], out_file, prefix: str, max_new_tokens: int = 96,
@@ -113,3 +113,8 @@ def sft_stage(model_spec: str, cr: dict, sft: dict, constitution_path="default",
         atomic_write_json(work / "data_counts.json", counts)
         train_sft(model_spec, examples, work / "model", sft, dtype=dtype, seed=seed, work_dir=work / "checkpoints")
     return Stage("sl_cai", inputs).run(build)
+
+# %% ../nbs/04_sl_cai.ipynb #688b678b
+def sl_cai_policy(model_spec: str, cr: dict, sft: dict, constitution_path="default", dtype="float32", seed: int = 0) -> str:
+    "The SL-CAI model directory, built if needed, as a model spec."
+    return str(sft_stage(model_spec, cr, sft, constitution_path, dtype, seed) / "model")

@@ -1,0 +1,87 @@
+"""The performance suite: every benchmark in its own process, one JSON object on the last line.
+
+    python benchmarks/run.py [--quick] [--json] [--model gemma-3-270m]
+
+Each part measures its stage against a baseline *in the same run* (these machines are noisy), and reports its own
+peak memory:
+
+| key | what |
+|---|---|
+| `ceiling_prefill_tok_s` | tokens/s of the model body alone (no LM head) at batch 8 x 256: the most any prefill-bound stage can reach |
+| `labeling_speedup_vs_naive` | the multiple-choice labeller against one full forward per option with the LM head at every position |
+| `labeling_fraction_of_ceiling` | the labeller's prompt tokens/s over the ceiling (measured in the same process) |
+| `generation_speedup_vs_naive` | the critique -> revision loop against batch-1 `generate` re-encoding the few-shot prefix every call |
+| `sft_fraction_of_plain`, `pm_fraction_of_plain` | training tokens/s of the SFT and PM trainers over a plain forward+backward loop |
+| `peak_rss_mb` | peak resident memory of each part's process |
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PARTS = {  # name -> (script, extra args); each prints one JSON object on its last line with --json
+    "labeling": ("labeling.py", ["--dtype", "float32"]),
+    "generation": ("generation.py", ["--dtype", "float32"]),
+    "sft": ("sft_training.py", []),
+    "pm": ("pm_training.py", ["--dtype", "float32"]),
+}
+
+
+def run_part(name: str, model: str, quick: bool) -> dict:
+    script, extra = PARTS[name]
+    cmd = [sys.executable, str(HERE / script), "--json", "--model", model, *extra, *(["--quick"] if quick else [])]
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return {"error": (p.stderr or p.stdout).strip().splitlines()[-1] if (p.stderr or p.stdout).strip() else f"exit {p.returncode}"}
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["wall_s"] = round(time.time() - t0, 1)
+    return out
+
+
+def pick(d: dict, *keys):
+    for k in keys:
+        if k in d: return d[k]
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="cai-repro performance suite")
+    ap.add_argument("--quick", action="store_true", help="fewer items in every part (a few minutes in all)")
+    ap.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--only", nargs="+", choices=list(PARTS))
+    a = ap.parse_args(argv)
+    parts = {}
+    for name in a.only or PARTS:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        parts[name] = run_part(name, a.model, a.quick)
+        print(f"[bench] {name}: {parts[name]}", file=sys.stderr, flush=True)
+    lab, gen, sft, pm = (parts.get(k, {}) for k in ("labeling", "generation", "sft", "pm"))
+    summary = {
+        "model": a.model, "quick": a.quick,
+        "ceiling_prefill_tok_s": pick(lab, "ceiling_prefill_tok_s"),
+        "labeling_speedup_vs_naive": pick(lab, "labeling_speedup_vs_naive"),
+        "labeling_fraction_of_ceiling": pick(lab, "labeling_fraction_of_ceiling"),
+        "labeling_comparisons_per_s": pick(lab, "labeling_comparisons_per_s", "comparisons_per_s"),
+        "generation_speedup_vs_naive": pick(gen, "generation_speedup_vs_naive"),
+        "generation_tok_s": pick(gen, "generation_tok_s"),
+        "sft_fraction_of_plain": pick(sft, "sft_fraction_of_plain"),
+        "pm_fraction_of_plain": pick(pm, "pm_fraction_of_plain", "fraction_of_plain"),
+        "peak_rss_mb": {k: pick(v, "peak_rss_mb", f"{k}_peak_rss_mb", "generation_peak_rss_mb", "sft_peak_rss_mb") for k, v in parts.items()},
+        "parts": parts,
+    }
+    if not a.json:
+        for k, v in summary.items():
+            if k != "parts": print(f"{k}: {v}")
+    print(json.dumps(summary))
+    return 1 if any("error" in v for v in parts.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
