@@ -207,15 +207,15 @@ def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device):
         if len(s): ids[i, L - len(s):] = torch.tensor(s, device=device); mask[i, L - len(s):] = 1
     return ids, mask
 
-def _length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int, max_ratio: float = 1.25) -> list[list[int]]:
-    """Group indices sorted by length: rows × longest ≤ `max_tokens`, and the longest at most `max_ratio` × the shortest,
-    so that padding stays under ~20% of each batch."""
-    order, batches, cur = sorted(range(len(lengths)), key=lambda i: lengths[i]), [], []
+def _length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int, max_padding: float = 0.2) -> list[list[int]]:
+    """Group indices sorted by length so that rows × longest ≤ `max_tokens` and pad tokens are at most `max_padding` of
+    each batch: few, full forward calls (short calls run the CPU below its best), with little padding."""
+    order, batches, cur, total = sorted(range(len(lengths)), key=lambda i: lengths[i]), [], [], 0
     for i in order:
-        if cur and (len(cur) + 1 > max_rows or (len(cur) + 1) * lengths[i] > max_tokens
-                    or lengths[i] > max_ratio * max(lengths[cur[0]], 1)):
-            batches.append(cur); cur = []
-        cur.append(i)
+        rows, longest = len(cur) + 1, max(lengths[i], 1)
+        if cur and (rows > max_rows or rows * longest > max_tokens or 1 - (total + lengths[i]) / (rows * longest) > max_padding):
+            batches.append(cur); cur, total = [], 0
+        cur.append(i); total += lengths[i]
     return batches + [cur] if cur else batches
 
 # %% ../nbs/00_models.ipynb #f70103dc
