@@ -21,9 +21,10 @@ from typing import Any, Callable, Iterable, Iterator
 import yaml
 
 # %% auto #0
-__all__ = ['InputError', 'Unavailable', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text', 'atomic_write_json',
-           'atomic_dir', 'RecordStore', 'project_dir', 'anthropic_data_dir', 'cache_dir', 'stages_dir',
-           'content_digest', 'Stage', 'write_summary', 'figures_dir', 'derive_seed', 'set_seed']
+__all__ = ['InputError', 'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
+           'atomic_write_json', 'atomic_dir', 'RecordStore', 'project_dir', 'anthropic_data_dir', 'cache_dir',
+           'stages_dir', 'content_digest', 'Stage', 'write_summary', 'figures_dir', 'derive_seed', 'set_seed',
+           'bootstrap_ci']
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -40,24 +41,29 @@ class Unavailable(RuntimeError):
     "Something the user asked for cannot be had on this machine (a Hub model offline, say); the message says what to use instead."
 
 # %% ../nbs/artifacts.ipynb #ee303677
-def read_jsonl(path, required: Iterable[str] = (), types: dict[str, type | tuple] | None = None) -> list[dict]:
-    "Read a JSONL file of objects. Blank lines are skipped; anything else that is wrong raises `InputError` with its line."
+def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
+    "Yield `(line number, object)` for each non-blank line of a JSONL file; bad JSON or a non-object raises `InputError`."
     path = Path(path)
     if not path.is_file(): raise InputError(path, None, "no such file")
-    rows = []
     with path.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip(): continue
             try: row = json.loads(line)
             except json.JSONDecodeError as e: raise InputError(path, n, f"invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict): raise InputError(path, n, f"expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in required if k not in row]
-            if missing: raise InputError(path, n, f"missing key {', '.join(map(repr, missing))}")
-            for k, t in (types or {}).items():
-                if k in row and not isinstance(row[k], t):
-                    want = " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
-                    raise InputError(path, n, f"key {k!r} must be {want}, got {type(row[k]).__name__}")
-            rows.append(row)
+            yield n, row
+
+def read_jsonl(path, required: Iterable[str] = (), types: dict[str, type | tuple] | None = None) -> list[dict]:
+    "Read a JSONL file of objects. Blank lines are skipped; anything else that is wrong raises `InputError` with its line."
+    path, rows = Path(path), []
+    for n, row in iter_jsonl(path):
+        missing = [k for k in required if k not in row]
+        if missing: raise InputError(path, n, f"missing key {', '.join(map(repr, missing))}")
+        for k, t in (types or {}).items():
+            if k in row and not isinstance(row[k], t):
+                want = " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
+                raise InputError(path, n, f"key {k!r} must be {want}, got {type(row[k]).__name__}")
+        rows.append(row)
     return rows
 
 # %% ../nbs/artifacts.ipynb #517b07bb
@@ -262,3 +268,21 @@ def set_seed(seed: int):
     "Seed Python, NumPy and torch."
     import numpy as np, torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+
+# %% ../nbs/artifacts.ipynb #67c8cb5e
+def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups=None) -> tuple:
+    "Mean of `values` and a percentile bootstrap interval, resampling values (or whole `groups`) with replacement."
+    import numpy as np
+    vals = np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
+    groups = list(range(len(vals))) if groups is None else list(groups)
+    keys = sorted(set(groups), key=str)
+    if not len(vals) or not keys or np.isnan(vals).all(): return (float("nan"),) * 3
+    idx = {k: i for i, k in enumerate(keys)}
+    g = np.asarray([idx[x] for x in groups])
+    ok = ~np.isnan(vals)
+    sums, counts = np.bincount(g[ok], vals[ok], len(keys)), np.bincount(g[ok], minlength=len(keys)).astype(float)
+    draws = np.random.default_rng(derive_seed(seed, "bootstrap")).integers(0, len(keys), size=(n_boot, len(keys)))
+    with np.errstate(invalid="ignore"):
+        boots = sums[draws].sum(1) / counts[draws].sum(1)
+    a = (1 - level) / 2
+    return float(sums.sum() / counts.sum()), float(np.nanquantile(boots, a)), float(np.nanquantile(boots, 1 - a))

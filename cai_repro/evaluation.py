@@ -16,15 +16,15 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, RecordStore, Stage, derive_seed, read_jsonl
+from .artifacts import InputError, RecordStore, Stage, bootstrap_ci, derive_seed, iter_jsonl, read_jsonl
 
 # %% auto #0
 __all__ = ['STOPWORDS', 'REFUSAL_PATTERNS', 'REDIRECT', 'AVOIDANCE', 'REFUSAL_DEV_SET', 'REFUSAL_HELDOUT_SET', 'ELO_PER_NAT',
            'strip_dialogue', 'strip_response', 'read_responses', 'normalize', 'words', 'word_ngrams', 'content_words',
            'stock_ngrams', 'stock_share', 'top_stock_phrases', 'distinct_n', 'repeated_ngram_share', 'ngram_vectors',
            'pairwise_similarity', 'sentences', 'classify_refusal', 'detector_scores', 'monitor_responses',
-           'read_metrics', 'drift_report', 'plot_drift', 'bootstrap_ci', 'fit_bradley_terry', 'pairwise_from_scores',
-           'elo_scores', 'heldout_prompts', 'checkpoint_responses', 'evaluation_stage']
+           'read_metrics', 'drift_report', 'plot_drift', 'fit_bradley_terry', 'pairwise_from_scores', 'elo_scores',
+           'heldout_prompts', 'checkpoint_responses', 'evaluation_stage']
 
 # %% ../nbs/09_evaluation.ipynb #3abbfabc
 _TURN = re.compile(r"\n+\s*(?:Human|Assistant):")
@@ -90,17 +90,12 @@ def read_responses(path, revision: str | int = "final", step: int | str | None =
     if not (revision in ("final", "initial") or (isinstance(revision, int) or str(revision).isdigit())):
         raise InputError(path, None, f"revision must be 'final', 'initial' or a number, got {revision!r}")
     out = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: row = json.loads(line)
-            except json.JSONDecodeError as e: raise InputError(path, n, f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict): raise InputError(path, n, f"expected a JSON object, got {type(row).__name__}")
-            for r in _rows_of(path, n, row, revision):
-                if not isinstance(r["category"], str): raise InputError(path, n, "key 'category' must be str")
-                if not isinstance(r["harmful"], bool): raise InputError(path, n, "key 'harmful' must be true or false")
-                r["line"] = n
-                out.append(r)
+    for n, row in iter_jsonl(path):
+        for r in _rows_of(path, n, row, revision):
+            if not isinstance(r["category"], str): raise InputError(path, n, "key 'category' must be str")
+            if not isinstance(r["harmful"], bool): raise InputError(path, n, "key 'harmful' must be true or false")
+            r["line"] = n
+            out.append(r)
     if step is not None and out:
         if any("step" not in r for r in out): raise InputError(path, None, "a step was asked for, but the rows have no 'step' key")
         want = max(r["step"] for r in out) if step == "last" else int(step)
@@ -499,20 +494,13 @@ def monitor_responses(responses: Sequence[dict], stock_n: int = 5, min_prompt_sh
 # %% ../nbs/09_evaluation.ipynb #4e024f76
 def read_metrics(path) -> list[dict]:
     "The RL loop's `metrics.jsonl`: one object per step with at least numeric `step`, `reward_mean`, `kl`; sorted by step."
-    path = Path(path)
-    if not path.is_file(): raise InputError(path, None, "no such file")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: row = json.loads(line)
-            except json.JSONDecodeError as e: raise InputError(path, n, f"invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict): raise InputError(path, n, f"expected a JSON object, got {type(row).__name__}")
-            for k in ("step", "reward_mean", "kl"):
-                if k not in row: raise InputError(path, n, f"missing key {k!r}")
-                if isinstance(row[k], bool) or not isinstance(row[k], (int, float)) or not math.isfinite(row[k]):
-                    raise InputError(path, n, f"key {k!r} must be a finite number, got {row[k]!r}")
-            rows.append(row)
+    for n, row in iter_jsonl(path):
+        for k in ("step", "reward_mean", "kl"):
+            if k not in row: raise InputError(path, n, f"missing key {k!r}")
+            if isinstance(row[k], bool) or not isinstance(row[k], (int, float)) or not math.isfinite(row[k]):
+                raise InputError(path, n, f"key {k!r} must be a finite number, got {row[k]!r}")
+        rows.append(row)
     return sorted(rows, key=lambda r: r["step"])
 
 def drift_report(metrics: Sequence[dict], collapse: float = 1 / 3) -> dict:
@@ -561,24 +549,6 @@ def plot_drift(metrics: Sequence[dict], title: str = "", path=None, extra: Seque
     fig.tight_layout()
     if path: fig.savefig(path, dpi=120)
     return fig
-
-# %% ../nbs/09_evaluation.ipynb #66762ab2
-def bootstrap_ci(values: Sequence[float], groups: Sequence, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple:
-    "Mean of `values` and a percentile bootstrap interval that resamples whole `groups` (e.g. prompts) with replacement."
-    import numpy as np
-    vals = np.asarray([np.nan if v is None else float(v) for v in values])
-    keys = sorted(set(groups), key=str)
-    if not len(vals) or not keys: return (None, None, None)
-    idx = {k: i for i, k in enumerate(keys)}
-    g = np.asarray([idx[x] for x in groups])
-    ok = ~np.isnan(vals)
-    sums, counts = np.bincount(g[ok], vals[ok], len(keys)), np.bincount(g[ok], minlength=len(keys)).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(keys), size=(n_boot, len(keys)))
-    with np.errstate(invalid="ignore"):
-        boots = sums[draws].sum(1) / counts[draws].sum(1)
-    a = (1 - level) / 2
-    return (float(sums.sum() / counts.sum()), float(np.nanquantile(boots, a)), float(np.nanquantile(boots, 1 - a)))
 
 # %% ../nbs/09_evaluation.ipynb #4394197c
 def fit_bradley_terry(n: int, comparisons: Sequence[tuple[int, int, float]], l2: float = 1e-3, iters: int = 100) -> np.ndarray:

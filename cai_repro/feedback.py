@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .artifacts import (InputError, RecordStore, Stage, Unavailable, anthropic_data_dir, atomic_write_json,
-                                 atomic_write_text, cache_dir, content_digest, derive_seed, read_jsonl)
+                                 atomic_write_text, bootstrap_ci, cache_dir, content_digest, derive_seed, read_jsonl)
 from .constitution import Constitution, FeedbackPrinciple, load_constitution, render_conversation
 from .models import EncodedPrefix, continuation_logprobs, generate, model_fingerprint
 
@@ -31,7 +31,7 @@ __all__ = ['EVALS', 'EVALS_REPO', 'EVALS_COMMIT', 'EVALS_URL', 'COT_TRIGGER', 'A
            'contrast_logprobs', 'contrast_scores', 'contrast_soft_label', 'fit_tau', 'soft_label_nll',
            'split_conversation', 'comparison_triples', 'described', 'CompareSettings', 'compare_eval', 'LabelSettings',
            'clamp_prob', 'ensemble_label', 'read_pairs', 'label_pairs', 'make_pairs', 'label_settings', 'labels_stage',
-           'load_labels', 'eval_stage', 'bootstrap_ci']
+           'load_labels', 'eval_stage']
 
 # %% ../nbs/06_ai_feedback.ipynb #344d588a
 def normalise_logprobs(logprobs: Sequence[float]) -> np.ndarray:
@@ -617,12 +617,3 @@ def eval_stage(model_spec: str, data: str, settings: EvalSettings, dtype="float3
         res = score_eval(model, tok, load_eval(path, limit), settings, progress=True)
         atomic_write_json(work / "result.json", {"model": model_spec, "data": str(path), **res})
     return Stage("eval_mc", inputs, root=root).run(build)
-
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    "The mean of `values` and a percentile bootstrap confidence interval."
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) == 0: return (float("nan"),) * 3
-    rng = np.random.default_rng(derive_seed(seed, "bootstrap"))
-    means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
-    a = (1 - level) / 2
-    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))

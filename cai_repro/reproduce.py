@@ -97,7 +97,8 @@ def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None
     import logging
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    logging.getLogger("papermill.translators").setLevel(logging.ERROR)  # it cannot parse multi-line dicts; we do (ast)
+    for name in ("papermill.translators", "papermill.parameterize"):  # papermill cannot parse multi-line dicts and warns;
+        logging.getLogger(name).setLevel(logging.ERROR)                # `notebook_parameters` has checked them (ast)
     out, partial = run_dir / nb.name, run_dir / f".partial.{nb.name}"
     t0 = time.time()
     try:

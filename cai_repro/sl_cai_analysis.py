@@ -9,10 +9,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .artifacts import bootstrap_ci
 from .critique_revision import human_turn
 
 # %% auto #0
-__all__ = ['Scorer', 'contrast_scorer', 'pm_scorer', 'revision_scores', 'bootstrap_ci']
+__all__ = ['Scorer', 'contrast_scorer', 'pm_scorer', 'revision_scores']
 
 # %% ../nbs/05_sl_cai_analysis.ipynb #c9e54705
 Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
@@ -38,10 +39,3 @@ def revision_scores(records: Sequence[dict], scorer: Scorer) -> np.ndarray:
     prompts = [r["prompt"] for r in records for _ in range(n + 1)]
     responses = [x for r in records for x in [r["initial"], *[s["revision"] for s in r["steps"][:n]]]]
     return scorer(prompts, responses).reshape(len(records), n + 1)
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
-    "Mean and a percentile bootstrap (1 − alpha) interval over the first axis."
-    values = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
-    return float(values.mean()), float(np.quantile(means, alpha / 2)), float(np.quantile(means, 1 - alpha / 2))
