@@ -7,11 +7,11 @@ STAMP       := $(VENV)/.installed
 PROFILE     ?= cpu
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help install test sync-check pytest nbtest smoke reproduce readme lab export bench docs
+.PHONY: help install test sync-check pytest nbtest smoke-run reproduce readme lab export bench docs
 
 help:
 	@echo "make reproduce   run the whole reproduction on the embedded Gemma 3 270M (profile: $(PROFILE))"
-	@echo "make test        export/clean/README checks, pytest, and every notebook in smoke mode"
+	@echo "make test        export/clean/README checks, pytest, every notebook in smoke mode, and the smoke profile run"
 	@echo "make lab         open the notebooks in JupyterLab"
 	@echo "make export      regenerate cai_repro/ and README.md from the notebooks"
 	@echo "make bench       performance suite (ratios against naive baselines, measured side by side)"
@@ -38,7 +38,11 @@ pytest: $(STAMP)
 nbtest: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 0 --do_print
 
-test: sync-check pytest nbtest
+# The smoke profile through the runner (papermill, summary.json, HTML); after nbtest the stages are cached.
+smoke-run: $(STAMP)
+	$(BIN)/cai-repro reproduce --profile smoke --out runs/smoke
+
+test: sync-check pytest nbtest smoke-run
 
 export: $(STAMP)
 	$(BIN)/nbdev_export
@@ -50,9 +54,6 @@ readme: $(STAMP)
 
 reproduce: $(STAMP)
 	$(BIN)/cai-repro reproduce --profile $(PROFILE)
-
-smoke: $(STAMP)
-	$(BIN)/cai-repro reproduce --profile smoke --out runs/smoke
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab nbs

@@ -235,8 +235,8 @@ def test_drift_plot_and_bad_metrics(tmp_path):
 
 
 def test_bootstrap_ci_resamples_groups():
-    assert bootstrap_ci([1, 0, 1, 0], ["a", "a", "b", "b"], n_boot=100) == (0.5, 0.5, 0.5)
-    m, lo, hi = bootstrap_ci([1] * 10 + [0] * 10, [k // 2 for k in range(20)], n_boot=2000, seed=1)
+    assert bootstrap_ci([1, 0, 1, 0], groups=["a", "a", "b", "b"], n_boot=100) == (0.5, 0.5, 0.5)
+    m, lo, hi = bootstrap_ci([1] * 10 + [0] * 10, groups=[k // 2 for k in range(20)], n_boot=2000, seed=1)
     assert m == 0.5 and lo < 0.3 and hi > 0.7
 
 
