@@ -123,8 +123,8 @@ def read_labels(path) -> list[dict]:
         p = r["p_a"]
         if isinstance(p, bool) or not math.isfinite(p) or not 0 <= p <= 1:
             raise InputError(path, _line_of(path, n), f"p_a must be a probability in [0, 1], got {p!r}")
-        for k in ("prompt", "response_a", "response_b"):
-            if not r[k].strip(): raise InputError(path, _line_of(path, n), f"empty {k}")
+        # An empty *response* is a real (evasive) policy output and stays; an empty prompt is a broken record.
+        if not r["prompt"].strip(): raise InputError(path, _line_of(path, n), "empty prompt")
         if r["id"] in seen: raise InputError(path, _line_of(path, n), f"duplicate id {r['id']!r} (first on line {_line_of(path, seen[r['id']])})")
         seen[r["id"]] = n
         r.setdefault("category", "unknown")

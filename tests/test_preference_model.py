@@ -154,6 +154,18 @@ def test_read_labels_errors_name_file_and_line(tmp_path):
         read_labels(bad)
     with pytest.raises(Exception, match="no such file"):
         read_labels(tmp_path / "missing.jsonl")
+    bad.write_text(lines[0] + "\n" + json.dumps({**good[1], "prompt": "  "}) + "\n")
+    with pytest.raises(Exception, match=r"bad.jsonl:2: empty prompt"):
+        read_labels(bad)
+
+
+def test_an_empty_response_is_a_label_not_an_error(tmp_path):
+    "A policy that says nothing is evasive, not malformed: the PM trains on it (the cpu run sampled one)."
+    rows = synthetic_labels(2, seed=0)
+    rows[1] = {**rows[1], "response_a": "", "p_a": 0.2}
+    got = read_labels(write_labels(tmp_path / "labels.jsonl", rows))
+    chosen = label_comparisons(got)[1]
+    assert chosen["chosen_is"] == "b" and chosen["rejected"].rstrip().endswith("Assistant:")
 
 
 def test_label_orientation_and_heldout_split():
