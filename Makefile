@@ -38,7 +38,7 @@ pytest: $(STAMP)
 nbtest: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 0 --do_print
 
-# The smoke profile through the runner (papermill, summary.json, HTML); after nbtest the stages are cached.
+# The smoke profile through the runner: papermill, summary.json, HTML and figures, as `make reproduce` does it.
 smoke-run: $(STAMP)
 	$(BIN)/cai-repro reproduce --profile smoke --out runs/smoke
 
