@@ -506,7 +506,7 @@ def read_metrics(path) -> list[dict]:
 def drift_report(metrics: Sequence[dict], collapse: float = 1 / 3) -> dict:
     """Reward and KL at the start and end of training (means of the first and last fifth of steps), and the reward
     gained per nat of KL in each half; `kl_runaway` when the second half's KL grows but buys less than `collapse`
-    times the first half's reward per nat."""
+    times the first half's reward per nat, or the run ends with no more reward than it started with."""
     m = sorted(metrics, key=lambda r: r["step"])
     if len(m) < 4: return {"steps": len(m), "kl_runaway": None}
     w = max(1, len(m) // 5)
@@ -518,8 +518,9 @@ def drift_report(metrics: Sequence[dict], collapse: float = 1 / 3) -> dict:
         return dr, dk, (dr / dk if dk > 0 else None)
     dr1, dk1, e1 = eff(m[:half + 1])
     dr2, dk2, e2 = eff(m[half:])
-    runaway = bool(dk2 > 0 and (dr2 <= 0 or (e1 is not None and e1 > 0 and e2 < collapse * e1)))
-    return {"steps": len(m), "reward_start": mean(m[:w], "reward_mean"), "reward_end": mean(m[-w:], "reward_mean"),
+    r_start, r_end = mean(m[:w], "reward_mean"), mean(m[-w:], "reward_mean")
+    runaway = bool(dk2 > 0 and (dr2 <= 0 or r_end <= r_start or (e1 is not None and e1 > 0 and e2 < collapse * e1)))
+    return {"steps": len(m), "reward_start": r_start, "reward_end": r_end,
             "kl_start": mean(m[:w], "kl"), "kl_end": mean(m[-w:], "kl"),
             "reward_per_kl_first_half": e1, "reward_per_kl_second_half": e2,
             "kl_gain_second_half": dk2, "reward_gain_second_half": dr2, "kl_runaway": runaway}

@@ -221,6 +221,13 @@ def test_drift_flags_runaway_not_healthy(tmp_path):
     flat = [{"step": s, "reward_mean": 1.0, "kl": 0.1 * s} for s in range(10)]  # KL grows, reward does not
     assert drift_report(flat)["kl_runaway"] is True
     assert drift_report(flat[:3])["kl_runaway"] is None
+    # The cpu run's shape: the first half buys no reward; in the second KL grows and the reward climbs back from a dip,
+    # yet ends below where it started. Comparing the halves alone misses it.
+    dip = lambda s: 0.0 if s < 10 else -0.2 if s < 25 else -0.4 if s < 32 else -0.1
+    wander = [{"step": s, "reward_mean": dip(s), "kl": 0.02 * s + 0.004 * max(0, s - 25) ** 2} for s in range(50)]
+    rep = drift_report(wander)
+    assert rep["reward_per_kl_first_half"] < 0 < rep["reward_gain_second_half"]
+    assert rep["reward_end"] < rep["reward_start"] and rep["kl_runaway"] is True
 
 
 def test_drift_plot_and_bad_metrics(tmp_path):
