@@ -88,7 +88,7 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: dict, dty
                      save_strategy="steps", save_steps=max(1, math.ceil(len(ds) / sft["batch_size"]) // 2), save_total_limit=1,
                      bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed,
                      data_seed=seed, lr_scheduler_type="cosine", warmup_steps=0.1, dataloader_pin_memory=False,
-                     disable_tqdm=False)
+                     disable_tqdm=False, gradient_checkpointing=False)  # TRL defaults it on: a second forward per step
     lora = None if sft.get("full") else LoraConfig(r=sft["lora_r"], lora_alpha=sft["lora_alpha"], lora_dropout=0.0,
                                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
