@@ -187,7 +187,7 @@ def cot_answer_prompt(question: str, chain: str) -> str:
     return f"{question} {chain.strip()}\n\n{ANSWER_CUE}"
 
 def sample_chains(model, tok, questions: Sequence[str], k: int, *, prefix: str = "", max_new_tokens: int = 96,
-                  temperature: float = 1.0, seed: int = 0, batch_size: int = 8, progress: bool = False) -> list[list[str]]:
+                  temperature: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = False) -> list[list[str]]:
     "`k` reasoning chains for each CoT question (`cot_question`), sampled after `prefix`; chain `j` uses its own seed."
     enc = EncodedPrefix.encode(model, tok, prefix)
     per_j = [generate(model, tok, questions, prefix=enc, max_new_tokens=max_new_tokens, temperature=temperature,
@@ -196,7 +196,7 @@ def sample_chains(model, tok, questions: Sequence[str], k: int, *, prefix: str =
     return [[per_j[j][i].strip() for j in range(k)] for i in range(len(questions))]
 
 def cot_probs(model, tok, prompts: Sequence[str], options: Sequence[Sequence[str]], k: int = 5, *, prefix: str = "",
-              max_new_tokens: int = 96, temperature: float = 1.0, seed: int = 0, batch_size: int = 8,
+              max_new_tokens: int = 96, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
               progress: bool = False) -> tuple[list[np.ndarray], list[list[str]]]:
     "Option probabilities after chain-of-thought, averaged over `k` sampled chains; also returns the chains."
     questions = [cot_question(p) for p in prompts]
@@ -216,7 +216,7 @@ class EvalSettings:
     cot_chains: int = 5       # the paper averages over 5 chains
     cot_tokens: int = 96
     cot_temperature: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 16
     seed: int = 0
 
 def item_correct(probs: Sequence[float], n_correct: int) -> bool:
@@ -558,7 +558,7 @@ def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, o
 
 # %% ../nbs/06_ai_feedback.ipynb #851d8613
 def make_pairs(model, tok, prompts, constitution: Constitution, *, max_new_tokens: int = 96, temperature: float = 1.0,
-               seed: int = 0, batch_size: int = 8, progress: bool = False) -> list[dict]:
+               seed: int = 0, batch_size: int = 16, progress: bool = False) -> list[dict]:
     "Two sampled responses per prompt (`cai_repro.prompts.Prompt`s), as pair records for `label_pairs`."
     from cai_repro.critique_revision import TURN_MARKERS, assistant_prefix, human_turn
     prefix = EncodedPrefix.encode(model, tok, assistant_prefix(constitution))

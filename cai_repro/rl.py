@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from .artifacts import InputError, RecordStore, Stage, atomic_dir, atomic_write_text, derive_seed, read_jsonl
 from .critique_revision import TURN_MARKERS, _check_run_dir, human_turn
-from .models import _cut_at_stops, _final_logits, _left_pad, _StopOnStrings, load_model, model_fingerprint
+from .models import (_cut_at_stops, _final_logits, _left_pad, _PerRowSampler, _StopOnStrings, load_model,
+                               model_fingerprint)
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
@@ -146,16 +147,17 @@ def response_end(tok, ids: Sequence[int], eos: set[int], stop: Sequence[str] = (
 def sample_rollouts(model, tok, queries: Sequence[str], max_new_tokens: int, temperature: float = 1.0,
                     stop: Sequence[str] = TURN_MARKERS, seed: int = 0) -> Rollouts:
     "Sample one response per query (a formatted `Human: … Assistant:` string) and find where each one ends."
-    from transformers import GenerationConfig, StoppingCriteriaList
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
     device = model.device
     q_ids, q_mask = _left_pad([tok(q).input_ids for q in queries], tok.pad_token_id, device)
     eos = eos_ids(model, tok)
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                              pad_token_id=tok.pad_token_id, eos_token_id=sorted(eos))
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                              eos_token_id=sorted(eos))
     stop = [s for s in stop if s]
     criteria = StoppingCriteriaList([_StopOnStrings(tok, stop, q_ids.shape[1])] if stop else [])
-    torch.manual_seed(seed)
-    seqs = model.generate(input_ids=q_ids, attention_mask=q_mask, generation_config=config, stopping_criteria=criteria)
+    sampler = [_PerRowSampler([derive_seed(seed, i) for i in range(len(queries))], temperature, 1.0, device)] if temperature > 0 else []
+    seqs = model.generate(input_ids=q_ids, attention_mask=q_mask, generation_config=config, stopping_criteria=criteria,
+                          logits_processor=LogitsProcessorList(sampler))
     gen = seqs[:, q_ids.shape[1]:]
     ends = [response_end(tok, row.tolist(), eos, stop) for row in gen]
     T = max(n for n, _ in ends)

@@ -24,7 +24,7 @@ __all__ = ['sample_helpful', 'helpful_samples_stage', 'sft_examples', 'train_sft
 
 # %% ../nbs/04_sl_cai.ipynb #1b197943
 def sample_helpful(model, tok, prompts: Sequence[Prompt], out_file, prefix: str, max_new_tokens: int = 96,
-                   temperature: float = 1.0, seed: int = 0, batch_size: int = 8, progress: bool = True) -> list[dict]:
+                   temperature: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = True) -> list[dict]:
     "The model's answers to `prompts` (after `prefix`), one record per prompt in `out_file`."
     from tqdm.auto import tqdm
     store = RecordStore(out_file, key="id")

@@ -113,6 +113,21 @@ def test_sampling_follows_temperature(tiny):
     assert abs(share - float(probs[top])) < 0.08, (share, float(probs[top]))
 
 
+def test_per_row_sampler_draws_from_the_distribution():
+    "The inverse-CDF draw: frequencies follow the probabilities, zero-probability tokens never come up, one-hot output."
+    from cai_repro.models import _PerRowSampler
+    probs = torch.tensor([0.0, 0.6, 0.0, 0.3, 0.1, 0.0])
+    n = 4000
+    scores = probs.log().expand(n, -1).clone()
+    out = _PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores)
+    assert torch.equal((out == 0).sum(-1), torch.ones(n, dtype=torch.long))
+    freq = torch.bincount(out.argmax(-1), minlength=len(probs)) / n
+    assert freq[probs == 0].sum() == 0
+    assert torch.allclose(freq, probs, atol=0.03), freq
+    again = _PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores)
+    assert torch.equal(out, again)
+
+
 def test_generate_cuts_at_stop_strings(tiny, monkeypatch):
     model, tok = tiny
     # a model that always writes "ok\n\nHuman: more": force the tokens through generate's output
