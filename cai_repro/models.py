@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -135,10 +136,11 @@ def _load_adapter(d: Path, dtype, trust_remote_code):
     if (d / "tokenizer_config.json").exists(): tok = AutoTokenizer.from_pretrained(d)
     return PeftModel.from_pretrained(base, d).merge_and_unload(), tok
 
-def load_model(spec: str = EMBEDDED_SPEC, *, dtype="float32", device: str = "cpu",
+def load_model(spec: str = EMBEDDED_SPEC, *, dtype="float32", device: str = "auto",
                trust_remote_code: bool = False, seed: int = 0):
     """Load `(model, tokenizer)` for a model spec: 'gemma-3-270m', 'tiny-random', a local directory, or a Hugging Face id.
-    `dtype` is float32 by default; 'auto' picks bfloat16 where the hardware runs it natively (see `resolve_dtype`)."""
+    `dtype` is float32 by default; 'auto' picks bfloat16 where the hardware runs it natively (see `resolve_dtype`).
+    `device='auto'` (the default) puts the model on the GPU when there is one."""
     spec, dtype = str(spec), resolve_dtype(dtype)
     path = Path(spec).expanduser()
     if spec == TINY_SPEC:
@@ -186,7 +188,7 @@ def model_fingerprint(spec: str) -> str:
     return f"{path.resolve()}:{content_digest(path)}:s{SAMPLER_VERSION}" if path.is_dir() else f"{spec}:s{SAMPLER_VERSION}"
 
 @functools.lru_cache(maxsize=2)
-def load_model_cached(spec: str, dtype="float32", device: str = "cpu", seed: int = 0):
+def load_model_cached(spec: str, dtype="float32", device: str = "auto", seed: int = 0):
     "`load_model`, memoised: stages in one process share the loaded model. Do not train the returned model in place."
     return load_model(spec, dtype=dtype, device=device, seed=seed)
 
@@ -321,17 +323,24 @@ def _stack_caches(model, rows: Sequence[DynamicCache]) -> DynamicCache | None:
 class _PerRowSampler(LogitsProcessor):
     """Draw each row's next token with that row's own generator (after temperature and top-p), so a row's text depends on
     its seed alone, not on which other rows share its batch. It returns a one-hot score, which generate() then picks
-    greedily. The draw is by inverse CDF (one uniform per row, `searchsorted` on the cumulative probabilities in float64):
-    `torch.multinomial` over a 262k vocabulary cost 6.5 ms a row on our CPU, which made sampling slower than the model."""
+    greedily. The draw is an exponential race in two stages: a block of ~sqrt(V) tokens with probability equal to its
+    total, then a token inside it; exact, and 16 times fewer random numbers than `torch.multinomial`, which cost 6.5 ms
+    a row over the 262k vocabulary on our CPU. A race (argmax of p / Exp(1) noise) barely moves when the logits move in
+    their last bits, as bfloat16 logits do when the batch around a row changes; an inverse-CDF draw flips far more often."""
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float, device):
         self.gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
         self.temperature, self.top_p = temperature, TopPLogitsWarper(top_p) if top_p < 1 else None
     def __call__(self, input_ids, scores):
         scores = scores.float() / self.temperature
         if self.top_p: scores = self.top_p(input_ids, scores)
-        cdf = torch.softmax(scores, -1).double().cumsum(-1)
-        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64, device=scores.device) for g in self.gens])
-        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(-1).clamp_(max=scores.shape[-1] - 1)
+        probs = torch.softmax(scores, -1)
+        B, V = probs.shape
+        k = math.isqrt(V - 1) + 1
+        blocks = F.pad(probs, (0, (-V) % k)).view(B, -1, k)
+        nb = blocks.shape[1]
+        noise = torch.stack([torch.empty(nb + k, device=scores.device).exponential_(generator=g) for g in self.gens])
+        block = (blocks.sum(-1) / noise[:, :nb]).argmax(-1)
+        pick = block * k + (blocks[torch.arange(B, device=scores.device), block] / noise[:, nb:]).argmax(-1)
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(len(pick), device=scores.device), pick] = 0.0
         return out

@@ -258,7 +258,7 @@ def pm_settings(pm: dict | None = None, **overrides) -> dict:
 def load_pm_base(model_spec: str, dtype="float32", seed: int = 0):
     "A sequence-classification model (one output) with the transformer body of `model_spec` and a seeded new head."
     from transformers import AutoModelForSequenceClassification
-    lm, tok = load_model(model_spec, dtype=dtype, seed=seed)
+    lm, tok = load_model(model_spec, dtype=dtype, seed=seed, device="cpu")  # the trainer moves it to the GPU
     config = copy.deepcopy(lm.config)
     config.num_labels, config.pad_token_id = 1, tok.pad_token_id
     with torch.random.fork_rng():
