@@ -104,8 +104,10 @@ def _check_run_dir(out: Path, config: dict):
 # %% ../nbs/03_critique_revision.ipynb #dd7819e9
 def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constitution, out_dir,
                     settings: CritiqueRevisionSettings = CritiqueRevisionSettings(), model_name: str = "",
-                    progress: bool = True) -> list[dict]:
-    "Run the critique → revision loop over `prompts`, appending one record per finished prompt to `out_dir/records.jsonl`."
+                    progress: bool = True, initial: dict[str, str] | None = None) -> list[dict]:
+    """Run the critique → revision loop over `prompts`, appending one record per finished prompt to `out_dir/records.jsonl`.
+    `initial` (prompt id → response) supplies the initial responses instead of sampling them: ablations start from the
+    main run's, so their comparisons stay paired whatever the numerics of a different batch."""
     s = settings
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     if s.principles: constitution = constitution.first_k(s.principles)
@@ -123,10 +125,14 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
         return [o.strip() for o in outs]
 
     todo = [p for p in prompts if p.id not in store]
+    given = initial
+    if given is not None and (missing := [p.id for p in todo if p.id not in given]):
+        raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
     batches = [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
     for batch in batches:
-        initial = sample(a_prefix, [human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
+        if given is None: initial = sample(a_prefix, [human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
+        else: initial = [given[p.id] for p in batch]
         drawn = [constitution.sample_critique_revision(s.revisions, s.seed, key=p.id) for p in batch]
         steps = [[] for _ in batch]
         for k in range(s.revisions):
@@ -178,9 +184,10 @@ def cr_prompts(cr: dict, seed: int = 0) -> list[Prompt]:
 
 # %% ../nbs/03_critique_revision.ipynb #57bcc410
 def critique_revision_stage(model_spec: str, cr: dict, constitution_path="default", dtype="float32", seed: int = 0,
-                            prompts: Sequence[Prompt] | None = None, root=None, **overrides) -> Path:
+                            prompts: Sequence[Prompt] | None = None, root=None, initial_from=None, **overrides) -> Path:
     """The directory of a (cached) critique → revision run; its `records.jsonl` has one record per prompt.
-    `overrides` change settings (e.g. `direct=True`, `principles=4`) for the ablations."""
+    `overrides` change settings (e.g. `direct=True`, `principles=4`) for the ablations; `initial_from`, a run directory,
+    supplies the initial responses (see `critique_revise`)."""
     from cai_repro.constitution import resolve_constitution
     from cai_repro.models import load_model_cached
     path = resolve_constitution(constitution_path)
@@ -188,9 +195,13 @@ def critique_revision_stage(model_spec: str, cr: dict, constitution_path="defaul
     settings = cr_settings(cr, seed, **overrides)
     inputs = {"model": model_fingerprint(model_spec), "dtype": str(dtype), "constitution": content_digest(path),
               "prompts": [p.to_json() for p in prompts], "settings": asdict(settings), "version": STAGE_VERSION}
+    given = None
+    if initial_from is not None:
+        given = {r["id"]: r["initial"] for r in load_records(initial_from)}
+        inputs["initial"] = content_digest(Path(initial_from) / "records.jsonl")
     def build(work):
         model, tok = load_model_cached(model_spec, dtype=dtype)
-        critique_revise(model, tok, prompts, load_constitution(path), work, settings, model_name=model_spec)
+        critique_revise(model, tok, prompts, load_constitution(path), work, settings, model_name=model_spec, initial=given)
     return Stage("critique_revision", inputs, root=root).run(build)
 
 def load_records(stage_dir) -> list[dict]:

@@ -110,7 +110,9 @@ def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None
                           f"  the executed notebook, with the traceback, is in {out}") from None
     finally:
         if partial.exists(): partial.replace(out)
-    _render_html(out, run_dir / f"{nb.stem}.html")
+    try: _render_html(out, run_dir / f"{nb.stem}.html")
+    except Exception as e:  # the executed notebook is the result; its HTML copy is a convenience and must not stop the run
+        print(f"cai-repro: warning: {nb.name} ran, but its HTML copy failed ({type(e).__name__}: {e})", file=sys.stderr)
     return time.time() - t0
 
 # %% ../nbs/10_reproduce.ipynb #56642449
