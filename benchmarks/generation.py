@@ -1,10 +1,14 @@
 """Critique → revision generation throughput: the pipeline against a naive loop, on the same prompts, same run.
 
-Pipeline: `critique_revise` (batched rows, the few-shot prefix encoded once and its KV cache shared).
+Pipeline: `critique_revise` (batched rows, the few-shot prefix encoded once and its KV cache shared), at the batch
+size the `cpu` profile uses (16) with as many prompts as fill one batch.
 Naive: the same calls one row at a time through `model.generate`, re-encoding the few-shot prefix every call.
 Both sample with the same settings and stop strings; throughput = generated tokens / wall seconds.
 
-    python benchmarks/generation.py [--quick] [--json] [--model gemma-3-270m] [--dtype float32]
+    python benchmarks/generation.py [--quick] [--json] [--model gemma-3-270m] [--dtype float32] [--batch-size N]
+
+`--quick` runs 8 prompts (so batch 8) with 32 tokens per call. `--dtype auto` measures in the profile's dtype
+(bfloat16 where the CPU runs it natively); both sides always run in the same dtype.
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ from cai_repro.critique_revision import (TURN_MARKERS, CritiqueRevisionSettings,
                                          critique_revise, critique_revision_prefix, human_turn)
 from cai_repro.models import _StopOnStrings, _cut_at_stops, load_model
 from cai_repro.prompts import bundled_prompts, sample_prompts
+from cai_repro.reproduce import load_profile
+
+PROFILE_BATCH = int(load_profile("cpu")["defaults"]["cr"]["batch_size"])  # what `make reproduce` samples with
 
 
 def naive_critique_revise(model, tok, prompts, constitution, s: CritiqueRevisionSettings) -> list[str]:
@@ -61,8 +68,10 @@ def generated_tokens(tok, texts) -> int:
     return sum(len(tok(t, add_special_tokens=False).input_ids) for t in texts)
 
 
-def measure(model_spec="gemma-3-270m", dtype="float32", n_prompts=8, revisions=1, tokens=48, batch_size=8, seed=0) -> dict:
+def measure(model_spec="gemma-3-270m", dtype="float32", n_prompts=PROFILE_BATCH, revisions=1, tokens=48,
+            batch_size=PROFILE_BATCH, seed=0) -> dict:
     model, tok = load_model(model_spec, dtype=dtype)
+    dtype = str(model.dtype).replace("torch.", "")
     constitution = load_constitution("default")
     prompts = sample_prompts(bundled_prompts("red-team"), n_prompts, seed=seed)
     s = CritiqueRevisionSettings(revisions=revisions, batch_size=batch_size, initial_tokens=tokens,
@@ -82,19 +91,23 @@ def measure(model_spec="gemma-3-270m", dtype="float32", n_prompts=8, revisions=1
     naive_tps = generated_tokens(tok, naive_texts) / naive_s
     return {"generation_tok_s": round(fast_tps, 1), "generation_naive_tok_s": round(naive_tps, 1),
             "generation_speedup_vs_naive": round(fast_tps / naive_tps, 2),
+            "generation_dtype": dtype, "generation_batch": min(batch_size, n_prompts),
             "generation_settings": f"{model_spec} {dtype}, {n_prompts} prompts x {revisions} revision(s), "
-                                   f"<= {tokens} new tokens per call, batch {batch_size}, T=1",
+                                   f"<= {tokens} new tokens per call, batch {min(batch_size, n_prompts)}, T=1",
             "generation_peak_rss_mb": round(peak_rss_mb())}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="4 prompts, 32 tokens per call")
+    ap.add_argument("--quick", action="store_true", help="8 prompts (batch 8), 32 tokens per call")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--model", default="gemma-3-270m")
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--dtype", default="float32", help="float32, bfloat16, or auto (the profiles' choice)")
+    ap.add_argument("--batch-size", type=int, default=PROFILE_BATCH, help="the pipeline's batch (default: the cpu profile's)")
+    ap.add_argument("--prompts", type=int, help=f"prompts (default {PROFILE_BATCH}; 8 with --quick)")
     a = ap.parse_args(argv)
-    r = measure(a.model, a.dtype, **(dict(n_prompts=4, tokens=32) if a.quick else {}))
+    r = measure(a.model, a.dtype, n_prompts=a.prompts or (8 if a.quick else PROFILE_BATCH), batch_size=a.batch_size,
+                **(dict(tokens=32) if a.quick else {}))
     emit({**r, "machine": machine()}, a.json)
 
 

@@ -10,7 +10,8 @@ peak memory:
 | `ceiling_prefill_tok_s` | tokens/s of the model body alone (no LM head) at batch 8 x 256: the most any prefill-bound stage can reach |
 | `labeling_speedup_vs_naive` | the multiple-choice labeller against one full forward per option with the LM head at every position |
 | `labeling_fraction_of_ceiling` | the labeller's prompt tokens/s over the ceiling (measured in the same process) |
-| `generation_speedup_vs_naive` | the critique -> revision loop against batch-1 `generate` re-encoding the few-shot prefix every call |
+| `generation_speedup_vs_naive` | the critique -> revision loop against batch-1 `generate` re-encoding the few-shot prefix every call (float32) |
+| `generation_speedup_vs_naive_profile_dtype` | the same in the dtype the profiles sample in (`auto`: bfloat16 on CPUs that run it natively) |
 | `sft_fraction_of_plain`, `pm_fraction_of_plain` | training tokens/s of the SFT and PM trainers over a plain forward+backward loop |
 | `peak_rss_mb` | peak resident memory of each part's process |
 """
@@ -27,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 PARTS = {  # name -> (script, extra args); each prints one JSON object on its last line with --json
     "labeling": ("labeling.py", ["--dtype", "float32"]),
     "generation": ("generation.py", ["--dtype", "float32"]),
+    "generation_profile_dtype": ("generation.py", ["--dtype", "auto"]),
     "sft": ("sft_training.py", []),
     "pm": ("pm_training.py", ["--dtype", "float32"]),
 }
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         parts[name] = run_part(name, a.model, a.quick)
         print(f"[bench] {name}: {parts[name]}", file=sys.stderr, flush=True)
-    lab, gen, sft, pm = (parts.get(k, {}) for k in ("labeling", "generation", "sft", "pm"))
+    lab, gen, gen_auto, sft, pm = (parts.get(k, {}) for k in ("labeling", "generation", "generation_profile_dtype", "sft", "pm"))
     summary = {
         "model": a.model, "quick": a.quick,
         "ceiling_prefill_tok_s": pick(lab, "ceiling_prefill_tok_s"),
@@ -71,6 +73,8 @@ def main(argv=None) -> int:
         "labeling_comparisons_per_s": pick(lab, "labeling_comparisons_per_s", "comparisons_per_s"),
         "generation_speedup_vs_naive": pick(gen, "generation_speedup_vs_naive"),
         "generation_tok_s": pick(gen, "generation_tok_s"),
+        "generation_speedup_vs_naive_profile_dtype": pick(gen_auto, "generation_speedup_vs_naive"),
+        "generation_profile_dtype": pick(gen_auto, "generation_dtype"),
         "sft_fraction_of_plain": pick(sft, "sft_fraction_of_plain"),
         "pm_fraction_of_plain": pick(pm, "pm_fraction_of_plain", "fraction_of_plain"),
         "peak_rss_mb": {k: pick(v, "peak_rss_mb", f"{k}_peak_rss_mb", "generation_peak_rss_mb", "sft_peak_rss_mb") for k, v in parts.items()},

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 import time
@@ -92,13 +93,18 @@ def _fmt(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
+class _KnownParameters(logging.Filter):
+    def filter(self, record): return not record.getMessage().startswith("Passed unknown parameter")
+
 def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None = None) -> float:
     "Execute one notebook into `run_dir` (plus its HTML); return its wall time. Raises `StageFailed` on error."
-    import logging
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    for name in ("papermill.translators", "papermill.parameterize"):  # papermill cannot parse multi-line dicts and warns;
-        logging.getLogger(name).setLevel(logging.ERROR)                # `notebook_parameters` has checked them (ast)
+    # papermill cannot parse multi-line dicts, so it warns about them and calls them unknown parameters;
+    # `notebook_parameters` has already checked every name against the notebook (with ast)
+    for name in ("papermill.translators", "papermill.parameterize"): logging.getLogger(name).setLevel(logging.ERROR)
+    if not any(isinstance(f, _KnownParameters) for f in logging.getLogger("papermill").filters):
+        logging.getLogger("papermill").addFilter(_KnownParameters())
     out, partial = run_dir / nb.name, run_dir / f".partial.{nb.name}"
     t0 = time.time()
     try:

@@ -1,0 +1,22 @@
+"The performance suite runs end to end and reports the keys issue 6 asks for (on the tiny random model: seconds)."
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REQUIRED = ["ceiling_prefill_tok_s", "labeling_speedup_vs_naive", "labeling_fraction_of_ceiling",
+            "generation_speedup_vs_naive", "generation_speedup_vs_naive_profile_dtype",
+            "sft_fraction_of_plain", "pm_fraction_of_plain"]
+
+
+def test_benchmark_suite_reports_every_ratio_and_peak_memory():
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--json", "--model", "tiny-random"],
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    for key in REQUIRED:
+        assert isinstance(out[key], (int, float)) and out[key] > 0, (key, out[key])
+    assert set(out["peak_rss_mb"]) == set(out["parts"]) and all(v and v > 0 for v in out["peak_rss_mb"].values())
+    gen = out["parts"]["generation"]
+    assert gen["generation_dtype"] == "float32" and gen["generation_batch"] == 8  # --quick: 8 prompts fill one batch
