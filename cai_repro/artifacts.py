@@ -222,8 +222,11 @@ class Stage:
     "A cached, resumable unit of work whose output directory is keyed by its inputs."
     def __init__(self, name: str, inputs: dict, root=None):
         self.name, self.inputs = name, inputs
-        self.key = hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:12]
         root = Path(root or stages_dir())
+        # upstream stages count by their names (which hold their keys), not by where the cache lives
+        text = json.dumps(inputs, sort_keys=True, default=str)
+        for r in {str(root.resolve()), str(root)}: text = text.replace(r, "<stages>")
+        self.key = hashlib.sha256(text.encode()).hexdigest()[:12]
         self.dir, self.work = root / f"{name}-{self.key}", root / f"{name}-{self.key}.partial"
 
     @property
