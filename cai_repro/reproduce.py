@@ -93,8 +93,8 @@ def _fmt(seconds: float) -> str:
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
-class _KnownParameters(logging.Filter):
-    def filter(self, record): return not record.getMessage().startswith("Passed unknown parameter")
+def _known_parameters(record) -> bool:  # a logging filter; adding the same function twice is a no-op
+    return not record.getMessage().startswith("Passed unknown parameter")
 
 def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None = None) -> float:
     "Execute one notebook into `run_dir` (plus its HTML); return its wall time. Raises `StageFailed` on error."
@@ -103,8 +103,7 @@ def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None
     # papermill cannot parse multi-line dicts, so it warns about them and calls them unknown parameters;
     # `notebook_parameters` has already checked every name against the notebook (with ast)
     for name in ("papermill.translators", "papermill.parameterize"): logging.getLogger(name).setLevel(logging.ERROR)
-    if not any(isinstance(f, _KnownParameters) for f in logging.getLogger("papermill").filters):
-        logging.getLogger("papermill").addFilter(_KnownParameters())
+    logging.getLogger("papermill").addFilter(_known_parameters)
     out, partial = run_dir / nb.name, run_dir / f".partial.{nb.name}"
     t0 = time.time()
     try:
