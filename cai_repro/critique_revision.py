@@ -125,18 +125,17 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
         return [o.strip() for o in outs]
 
     todo = [p for p in prompts if p.id not in store]
-    given = initial
-    if given is not None and (missing := [p.id for p in todo if p.id not in given]):
+    if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
         raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
     batches = [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
     for batch in batches:
-        if given is None: initial = sample(a_prefix, [human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
-        else: initial = [given[p.id] for p in batch]
+        if initial is None: firsts = sample(a_prefix, [human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
+        else: firsts = [initial[p.id] for p in batch]
         drawn = [constitution.sample_critique_revision(s.revisions, s.seed, key=p.id) for p in batch]
         steps = [[] for _ in batch]
         for k in range(s.revisions):
-            history = [chain_text(p.text, r0, st) for p, r0, st in zip(batch, initial, steps)]
+            history = [chain_text(p.text, r0, st) for p, r0, st in zip(batch, firsts, steps)]
             if s.direct:
                 critiques = [None] * len(batch)
             else:
@@ -149,7 +148,7 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
             for st, c, r, d in zip(steps, critiques, revised, drawn):
                 st.append({"principle_id": d[k].id, "critique_request": None if c is None else d[k].critique_request,
                            "critique": c, "revision_request": d[k].revision_request, "revision": r})
-        for p, r0, st in zip(batch, initial, steps):
+        for p, r0, st in zip(batch, firsts, steps):
             store.append(_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
             bar.update()
     bar.close()
