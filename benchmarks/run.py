@@ -9,7 +9,7 @@ peak memory:
 |---|---|
 | `ceiling_prefill_tok_s` | tokens/s of the model body alone (no LM head) at batch 8 x 256: the most any prefill-bound stage can reach |
 | `labeling_speedup_vs_naive` | the multiple-choice labeller against one full forward per option with the LM head at every position |
-| `labeling_fraction_of_ceiling` | the labeller's prompt tokens/s over the ceiling (measured in the same process) |
+| `labeling_fraction_of_ceiling` | the labeller's prompt tokens/s over the ceiling: the median of rounds, each comparing a labeller run with the ceiling timed just before and after it |
 | `generation_speedup_vs_naive` | the critique -> revision loop against batch-1 `generate` re-encoding the few-shot prefix every call (float32) |
 | `generation_speedup_vs_naive_profile_dtype` | the same in the dtype the profiles sample in (`auto`: bfloat16 on CPUs that run it natively) |
 | `sft_fraction_of_plain`, `pm_fraction_of_plain` | training tokens/s of the SFT and PM trainers over a plain forward+backward loop |
@@ -40,7 +40,9 @@ def run_part(name: str, model: str, quick: bool) -> dict:
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        return {"error": (p.stderr or p.stdout).strip().splitlines()[-1] if (p.stderr or p.stdout).strip() else f"exit {p.returncode}"}
+        lines = (p.stderr or p.stdout).strip().splitlines()
+        print(f"[bench] {name} failed (exit {p.returncode}):", *lines[-25:], sep="\n", file=sys.stderr, flush=True)
+        return {"error": lines[-1] if lines else f"exit {p.returncode}"}
     out = json.loads(p.stdout.strip().splitlines()[-1])
     out["wall_s"] = round(time.time() - t0, 1)
     return out

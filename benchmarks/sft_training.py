@@ -43,7 +43,7 @@ def plain_loop_tok_s(model_spec, exs, batch_size, lora_r) -> float:
     tok.padding_side = "right"
     n_tok, t0 = 0, time.perf_counter()
     for i in range(0, len(texts), batch_size):
-        enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True)
+        enc = tok(texts[i:i + batch_size], return_tensors="pt", padding=True).to(model.device)
         labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
         loss = model(**enc, labels=labels).loss
         loss.backward(); opt.step(); opt.zero_grad()

@@ -96,6 +96,15 @@ def _fmt(seconds: float) -> str:
 def _known_parameters(record) -> bool:  # a logging filter; adding the same function twice is a no-op
     return not record.getMessage().startswith("Passed unknown parameter")
 
+def _kernel_config():
+    "Kernels with CurveZMQ transport encryption where pyzmq has it: without, ipykernel >= 7.3 warns at every start."
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+    if zmq.has("curve") and "transport_encryption" in KernelManager.class_trait_names():
+        return Config({"KernelManager": {"transport_encryption": "auto"}})  # 'auto': only kernels that declare curve
+    return Config()
+
 def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None = None) -> float:
     "Execute one notebook into `run_dir` (plus its HTML); return its wall time. Raises `StageFailed` on error."
     import papermill as pm
@@ -108,7 +117,8 @@ def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None
     t0 = time.time()
     try:
         pm.execute_notebook(str(nb), str(partial), parameters=params, cwd=str(nb.parent), kernel_name="python3",
-                            execution_timeout=cell_timeout, progress_bar=sys.stderr.isatty(), log_output=False)
+                            execution_timeout=cell_timeout, progress_bar=sys.stderr.isatty(), log_output=False,
+                            config=_kernel_config())
     except PapermillExecutionError as e:
         first = next((l for l in e.source.splitlines() if l.strip() and not l.startswith("#")), "").strip()
         raise StageFailed(f"{nb.name}, cell {e.exec_count or e.cell_index} (`{first[:60]}`): {e.ename}: {e.evalue}\n"

@@ -20,3 +20,6 @@ def test_benchmark_suite_reports_every_ratio_and_peak_memory():
     assert set(out["peak_rss_mb"]) == set(out["parts"]) and all(v and v > 0 for v in out["peak_rss_mb"].values())
     gen = out["parts"]["generation"]
     assert gen["generation_dtype"] == "float32" and gen["generation_batch"] == 8  # --quick: 8 prompts fill one batch
+    lab = out["parts"]["labeling"]  # --quick: 3 scorer runs between 4 ceiling samples, the fraction is the rounds' median
+    assert lab["rounds"] == len(lab["fraction_of_ceiling_rounds"]) == 3 and len(lab["ceiling_runs"]) == 4
+    assert out["labeling_fraction_of_ceiling"] == sorted(lab["fraction_of_ceiling_rounds"])[1]
