@@ -1,10 +1,31 @@
 "Packaging for cai-repro. Every setting lives in settings.ini (nbdev 2's config); edit it there, not here."
+import shutil
 from configparser import ConfigParser
+from pathlib import Path
+
 import setuptools
+from setuptools.command.build_py import build_py
 
 config = ConfigParser(delimiters=["="])
 config.read("settings.ini", encoding="utf-8")
 cfg = config["DEFAULT"]
+
+# The data that ships inside the package, as `cai_repro/_data/<folder>` (see `cai_repro.artifacts.bundled_dir`): a
+# checkout reads these folders in place; an installed package reads its copies, from any working directory.
+BUNDLED = ["constitutions", "profiles", "data/prompts", "data/refusals", "nbs"]
+
+
+class BuildWithData(build_py):
+    "build_py that also copies the bundled folders into the package."
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False): return  # an editable install reads the checkout's folders
+        root = Path(__file__).resolve().parent
+        for rel in BUNDLED:
+            dest = Path(self.build_lib) / cfg["lib_path"] / "_data" / rel
+            shutil.rmtree(dest, ignore_errors=True)
+            shutil.copytree(root / rel, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "*.tmp-*"))
+
 
 setuptools.setup(
     name=cfg["lib_name"],
@@ -23,6 +44,7 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     zip_safe=False,
+    cmdclass={"build_py": BuildWithData},
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d'],

@@ -25,16 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, machine, peak_rss_mb  # noqa: E402
 
 from cai_repro.constitution import load_constitution
-from cai_repro.critique_revision import (TURN_MARKERS, CritiqueRevisionSettings, assistant_prefix, chain_text,
-                                         critique_revise, critique_revision_prefix, human_turn)
-from cai_repro.models import _StopOnStrings, _cut_at_stops, load_model
+from cai_repro.config import CritiqueRevisionSettings, load_params
+from cai_repro.critique_revision import (assistant_prefix, chain_turns, critique_prompt, critique_revise,
+                                         critique_revision_prefix, revision_prompt)
+from cai_repro.dialogue import PAPER, TURN_MARKERS
+from cai_repro.models import StopOnStrings, cut_at_stops, load_model
 from cai_repro.prompts import bundled_prompts, sample_prompts
-from cai_repro.reproduce import load_profile
 
-PROFILE_BATCH = int(load_profile("cpu")["defaults"]["cr"]["batch_size"])  # what `make reproduce` samples with
+PROFILE_BATCH = load_params("cpu").cr.batch_size  # what `make reproduce` samples with
 
 
-def naive_critique_revise(model, tok, prompts, constitution, s: CritiqueRevisionSettings) -> list[str]:
+def naive_critique_revise(model, tok, prompts, constitution, s: CritiqueRevisionSettings, seed: int = 0) -> list[str]:
     "The same loop, one row and one `model.generate` call at a time, re-encoding the whole prompt every call."
     from transformers import GenerationConfig, StoppingCriteriaList
     cfg = GenerationConfig(max_new_tokens=1, do_sample=True, temperature=s.temperature, top_k=0, top_p=1.0,
@@ -45,20 +46,19 @@ def naive_critique_revise(model, tok, prompts, constitution, s: CritiqueRevision
     def gen(text, n):
         ids = tok(text, return_tensors="pt").input_ids.to(model.device)
         cfg.max_new_tokens = n
-        out = model.generate(ids, generation_config=cfg, stopping_criteria=StoppingCriteriaList([_StopOnStrings(tok, TURN_MARKERS, ids.shape[1])]))
-        t = _cut_at_stops(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), TURN_MARKERS).strip()
+        out = model.generate(ids, generation_config=cfg, stopping_criteria=StoppingCriteriaList([StopOnStrings(tok, TURN_MARKERS, ids.shape[1])]))
+        t = cut_at_stops(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), TURN_MARKERS).strip()
         texts.append(t)
         return t
 
     for i, p in enumerate(prompts):
         torch.manual_seed(i)
-        initial = gen(a_prefix + human_turn(p.text), s.initial_tokens)
+        initial = gen(a_prefix + PAPER.human_turn(p.text), s.initial_tokens)
         steps = []
-        for principle in constitution.sample_critique_revision(s.revisions, s.seed, key=p.id):
-            h = cr_prefix + chain_text(p.text, initial, steps)
-            c = gen(h + f"\n\nCritiqueRequest: {principle.critique_request}\n\nCritique:", s.critique_tokens)
-            r = gen(h + f"\n\nCritiqueRequest: {principle.critique_request}\n\nCritique: {c}"
-                    f"\n\nRevisionRequest: {principle.revision_request}\n\nRevision:", s.revision_tokens)
+        for principle in constitution.sample_critique_revision(s.revisions, seed, key=p.id):
+            chain = chain_turns(p.text, initial, steps)
+            c = gen(cr_prefix + critique_prompt(chain, principle.critique_request), s.critique_tokens)
+            r = gen(cr_prefix + revision_prompt(chain, principle.critique_request, c, principle.revision_request), s.revision_tokens)
             steps.append({"critique_request": principle.critique_request, "critique": c,
                           "revision_request": principle.revision_request, "revision": r})
     return texts
@@ -75,17 +75,17 @@ def measure(model_spec="gemma-3-270m", dtype="float32", n_prompts=PROFILE_BATCH,
     constitution = load_constitution("default")
     prompts = sample_prompts(bundled_prompts("red-team"), n_prompts, seed=seed)
     s = CritiqueRevisionSettings(revisions=revisions, batch_size=batch_size, initial_tokens=tokens,
-                                 critique_tokens=tokens, revision_tokens=tokens, seed=seed)
+                                 critique_tokens=tokens, revision_tokens=tokens)
     out = tempfile.mkdtemp()
     try:
         t0 = time.perf_counter()
-        recs = critique_revise(model, tok, prompts, constitution, Path(out) / "run", s, progress=False)
+        recs = critique_revise(model, tok, prompts, constitution, Path(out) / "run", s, seed, progress=False)
         fast_s = time.perf_counter() - t0
     finally:
         shutil.rmtree(out)
     fast_texts = [x for r in recs for x in [r["initial"], *[v for st in r["steps"] for v in (st["critique"], st["revision"])]]]
     t0 = time.perf_counter()
-    naive_texts = naive_critique_revise(model, tok, prompts, constitution, s)
+    naive_texts = naive_critique_revise(model, tok, prompts, constitution, s, seed)
     naive_s = time.perf_counter() - t0
     fast_tps = generated_tokens(tok, fast_texts) / fast_s
     naive_tps = generated_tokens(tok, naive_texts) / naive_s

@@ -38,7 +38,7 @@ from common import peak_rss_mb  # noqa: E402
 def load_items(n: int, seed: int = 0) -> tuple[list[str], list[list[str]], str]:
     "`n` two-option prompts and their options: the HHH dev slice if present, else synthetic ones."
     from cai_repro.artifacts import anthropic_data_dir
-    from cai_repro.feedback import eval_path, load_eval
+    from cai_repro.hhh_evals import eval_path, load_eval
     if anthropic_data_dir() is not None:
         try:
             items = load_eval(eval_path("hhh-dev"))
@@ -76,7 +76,7 @@ def paired_rounds(model, tok, prompts, options, rounds: int) -> dict:
     call of each. Each ceiling sample runs about as many tokens as the scorer's items, and each scorer run is compared
     with the mean of the two ceiling samples around it. Returns the throughputs, the ratio per round, and the
     scorer's last probabilities."""
-    from cai_repro.feedback import multiple_choice_probs
+    from cai_repro.scoring import multiple_choice_probs
     n_tok = sum(len(tok(p).input_ids) for p in prompts)
     ceiling, ceiling_tokens = ceiling_call(model)
     calls = max(1, round(n_tok / ceiling_tokens))
@@ -100,8 +100,7 @@ def paired_rounds(model, tok, prompts, options, rounds: int) -> dict:
 
 def measure_naive(model, tok, prompts, options) -> dict:
     "Throughput of one full forward per option, LM head at every position, softmaxed over the options (one timed call)."
-    from cai_repro.feedback import normalise_logprobs
-    from cai_repro.models import naive_continuation_logprob
+    from cai_repro.scoring import naive_continuation_logprob, normalise_logprobs
     n_tok = sum(len(tok(p).input_ids) for p in prompts)
     def go():
         return [normalise_logprobs([naive_continuation_logprob(model, tok, p, o) for o in opts])

@@ -22,8 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, machine, peak_rss_mb  # noqa: E402
 
-from cai_repro.preference_model import (SoftRewardTrainer, conversation, load_pm_base, pm_dataset, pm_settings,
-                                        soft_bt_loss, train_pm)
+from cai_repro.config import PMSettings
+from cai_repro.dialogue import PAPER
+from cai_repro.preference_model import SoftRewardTrainer, load_pm_base, pm_dataset, soft_bt_loss, train_pm
 from cai_repro.prompts import bundled_prompts
 
 
@@ -31,8 +32,8 @@ def comparisons(n: int) -> list[dict]:
     "Pairs of answers of similar length to bundled benign prompts, with soft targets."
     ps = bundled_prompts("helpful")
     return [{"id": f"b{i}", "source": "bench", "category": "bench", "prompt": ps[i % len(ps)].text,
-             "chosen": conversation(ps[i % len(ps)].text, "Here is a careful answer with a few concrete steps to follow. " * 2),
-             "rejected": conversation(ps[i % len(ps)].text, "I can't help with that. Please ask someone else instead. " * 2),
+             "chosen": PAPER.conversation(ps[i % len(ps)].text, "Here is a careful answer with a few concrete steps to follow. " * 2),
+             "rejected": PAPER.conversation(ps[i % len(ps)].text, "I can't help with that. Please ask someone else instead. " * 2),
              "p": 0.6 + 0.35 * (i % 5) / 4} for i in range(n)]
 
 
@@ -40,10 +41,10 @@ def _batches(model_spec, comps, settings, seed):
     "The collated batches the trainer will see, in its order (a trainer built only to get its dataloader)."
     from trl import RewardConfig
     model, tok = load_pm_base(model_spec, seed=seed)
-    ds, _ = pm_dataset(comps, tok, settings["max_length"])
+    ds, _ = pm_dataset(comps, tok, settings.max_length)
     d = Path(tempfile.mkdtemp())
     try:
-        args = RewardConfig(output_dir=str(d), per_device_train_batch_size=settings["batch_size"], bf16=False,
+        args = RewardConfig(output_dir=str(d), per_device_train_batch_size=settings.batch_size, bf16=False,
                             use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed, data_seed=seed,
                             max_length=None, gradient_checkpointing=False, dataloader_pin_memory=False)
         return list(SoftRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok).get_train_dataloader())
@@ -55,12 +56,12 @@ def plain_loop(model_spec, batches, settings, dtype, seed) -> tuple[float, float
     "(seconds, tokens) over steps 2..N of forward + soft BT loss + backward + AdamW step."
     from peft import LoraConfig, get_peft_model
     model, _ = load_pm_base(model_spec, dtype=dtype, seed=seed)
-    if not settings["full"]:
-        model = get_peft_model(model, LoraConfig(r=settings["lora_r"], lora_alpha=settings["lora_alpha"], lora_dropout=0.0,
+    if not settings.full:
+        model = get_peft_model(model, LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.0,
                                                  task_type="SEQ_CLS", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                                                  modules_to_save=["score"]))
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings["lr"])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.lr)
     t_start, tokens = None, 0
     for i, b in enumerate(batches):
         if i == 1: t_start = time.perf_counter()
@@ -94,7 +95,7 @@ def measure_pm_training(model_spec: str = "gemma-3-270m", steps: int = 8, batch_
                         dtype: str = "float32", seed: int = 0, repeats: int = 2) -> dict:
     """PM training tokens/s through `train_pm`, as a fraction of a plain loop on the same batches (measured here, now).
     The two alternate `repeats` times and the best of each counts, since the machines are shared and noisy."""
-    settings = pm_settings(epochs=1, max_steps=steps, batch_size=batch_size, full=full, lr=1e-4, max_length=256,
+    settings = PMSettings(epochs=1, max_steps=steps, batch_size=batch_size, full=full, lr=1e-4, max_length=256,
                            save_steps=steps)  # one checkpoint at the end, as a real run would write periodically
     comps = comparisons(steps * batch_size)
     batches = _batches(model_spec, comps, settings, seed)

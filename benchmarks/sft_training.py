@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, machine, peak_rss_mb  # noqa: E402
 
-from cai_repro.critique_revision import human_turn
+from cai_repro.config import SFTSettings
+from cai_repro.dialogue import PAPER
 from cai_repro.models import load_model
 from cai_repro.prompts import bundled_prompts
 from cai_repro.sl_cai import train_sft
@@ -28,7 +29,7 @@ from cai_repro.sl_cai import train_sft
 
 def examples(n: int) -> list[dict]:
     ps = bundled_prompts("helpful")[:n]
-    return [{"prompt": human_turn(p.text), "completion": f" Here is a careful answer to '{p.text}' with some detail. " * 2}
+    return [{"prompt": PAPER.human_turn(p.text), "completion": f" Here is a careful answer to '{p.text}' with some detail. " * 2}
             for p in ps]
 
 
@@ -58,8 +59,8 @@ def trainer_tok_s(model_spec, exs, batch_size, lora_r) -> float:
     d = Path(tempfile.mkdtemp())
     try:
         t0 = time.perf_counter()
-        train_sft(model_spec, exs, d / "m", dict(epochs=1, lr=1e-4, batch_size=batch_size, lora_r=lora_r,
-                                                 lora_alpha=2 * lora_r, full=False, max_length=512), work_dir=d / "ck")
+        train_sft(model_spec, exs, d / "m", SFTSettings(epochs=1, lr=1e-4, batch_size=batch_size, lora_r=lora_r,
+                                                        lora_alpha=2 * lora_r, full=False, max_length=512), work_dir=d / "ck")
         return n_tok / (time.perf_counter() - t0)
     finally:
         shutil.rmtree(d)

@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterable, Iterator
 import yaml
 
 # %% auto #0
-__all__ = ['InputError', 'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
-           'atomic_write_json', 'atomic_dir', 'RecordStore', 'project_dir', 'anthropic_data_dir', 'cache_dir',
-           'stages_dir', 'content_digest', 'Stage', 'write_summary', 'figures_dir', 'derive_seed', 'set_seed',
-           'bootstrap_ci']
+__all__ = ['BUNDLED', 'InputError', 'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
+           'atomic_write_json', 'atomic_dir', 'RecordStore', 'claim_run_dir', 'checkout_dir', 'bundled_dir',
+           'anthropic_data_dir', 'cache_dir', 'stages_dir', 'content_digest', 'Stage', 'write_summary', 'figures_dir',
+           'derive_seed', 'set_seed']
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -53,8 +53,10 @@ def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
             if not isinstance(row, dict): raise InputError(path, n, f"expected a JSON object, got {type(row).__name__}")
             yield n, row
 
-def read_jsonl(path, required: Iterable[str] = (), types: dict[str, type | tuple] | None = None) -> list[dict]:
-    "Read a JSONL file of objects. Blank lines are skipped; anything else that is wrong raises `InputError` with its line."
+def read_jsonl(path, required: Iterable[str] = (), types: dict[str, type | tuple] | None = None,
+               with_lines: bool = False) -> list:
+    """Read a JSONL file of objects. Blank lines are skipped; anything else that is wrong raises `InputError` with its
+    line. `with_lines=True` returns `(line, object)` pairs, for checks of their own that name the line."""
     path, rows = Path(path), []
     for n, row in iter_jsonl(path):
         missing = [k for k in required if k not in row]
@@ -63,7 +65,7 @@ def read_jsonl(path, required: Iterable[str] = (), types: dict[str, type | tuple
             if k in row and not isinstance(row[k], t):
                 want = " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
                 raise InputError(path, n, f"key {k!r} must be {want}, got {type(row[k]).__name__}")
-        rows.append(row)
+        rows.append((n, row) if with_lines else row)
     return rows
 
 # %% ../nbs/artifacts.ipynb #517b07bb
@@ -186,16 +188,44 @@ class RecordStore:
         self.records.append(record); self.keys.add(record[self.key])
 
 # %% ../nbs/artifacts.ipynb #47b27b50
-def project_dir() -> Path:
-    "The checkout holding `cai_repro/`, `constitutions/`, `data/` and `profiles/`."
-    import cai_repro
-    return Path(cai_repro.__file__).resolve().parent.parent
+def claim_run_dir(out, config: dict) -> Path:
+    "Record `config` in `out/config.json`, or check it against the one there; a run with other settings is refused."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    path, config = out / "config.json", json.loads(json.dumps(config))  # as read back: tuples are lists
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
+        if diff: raise InputError(path, None, f"this directory holds a run with other settings ({', '.join(diff)}); "
+                                              "use a new --out, or delete it to start over")
+    else:
+        atomic_write_json(path, config)
+    return out
 
+# %% ../nbs/artifacts.ipynb #dbd5bde2
+BUNDLED = {"constitutions": "constitutions", "profiles": "profiles", "prompts": "data/prompts",
+           "refusals": "data/refusals", "nbs": "nbs"}
+
+def checkout_dir() -> Path | None:
+    "The checkout this package runs from (the folder holding `settings.ini` and `cai_repro/`), or None when installed."
+    import cai_repro
+    root = Path(cai_repro.__file__).resolve().parent.parent
+    return root if (root / "settings.ini").is_file() and (root / "nbs").is_dir() else None
+
+# %% ../nbs/artifacts.ipynb #b223a0ef
+def bundled_dir(kind: str) -> Path:
+    """A folder of the data that ships with cai-repro (a key of `BUNDLED`): the checkout's folder when running from a
+    checkout, else its copy inside the installed package."""
+    import cai_repro
+    if kind not in BUNDLED: raise KeyError(f"no bundled data {kind!r} (have: {', '.join(BUNDLED)})")
+    root = checkout_dir()
+    return root / BUNDLED[kind] if root else Path(cai_repro.__file__).resolve().parent / "_data" / BUNDLED[kind]
+
+# %% ../nbs/artifacts.ipynb #844bacdd
 def anthropic_data_dir() -> Path | None:
     "Anthropic's published CAI files (prompts/, evals/, samples/), if this machine has them."
-    env = os.environ.get("CAI_REPRO_ANTHROPIC_DATA")
-    d = Path(env).expanduser() if env else project_dir().parent / "shared" / "anthropic-cai"
-    return d if d.is_dir() else None
+    env, root = os.environ.get("CAI_REPRO_ANTHROPIC_DATA"), checkout_dir()
+    d = Path(env).expanduser() if env else (root.parent / "shared" / "anthropic-cai" if root else None)
+    return d if d is not None and d.is_dir() else None
 
 # %% ../nbs/artifacts.ipynb #18c61eb3
 def cache_dir() -> Path:
@@ -271,21 +301,3 @@ def set_seed(seed: int):
     "Seed Python, NumPy and torch."
     import numpy as np, torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-
-# %% ../nbs/artifacts.ipynb #67c8cb5e
-def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups=None) -> tuple:
-    "Mean of `values` and a percentile bootstrap interval, resampling values (or whole `groups`) with replacement."
-    import numpy as np
-    vals = np.asarray([np.nan if v is None else float(v) for v in values], dtype=float)
-    groups = list(range(len(vals))) if groups is None else list(groups)
-    keys = sorted(set(groups), key=str)
-    if not len(vals) or not keys or np.isnan(vals).all(): return (float("nan"),) * 3
-    idx = {k: i for i, k in enumerate(keys)}
-    g = np.asarray([idx[x] for x in groups])
-    ok = ~np.isnan(vals)
-    sums, counts = np.bincount(g[ok], vals[ok], len(keys)), np.bincount(g[ok], minlength=len(keys)).astype(float)
-    draws = np.random.default_rng(derive_seed(seed, "bootstrap")).integers(0, len(keys), size=(n_boot, len(keys)))
-    with np.errstate(invalid="ignore"):
-        boots = sums[draws].sum(1) / counts[draws].sum(1)
-    a = (1 - level) / 2
-    return float(sums.sum() / counts.sum()), float(np.nanquantile(boots, a)), float(np.nanquantile(boots, 1 - a))

@@ -14,24 +14,14 @@ from typing import Sequence
 
 import yaml
 
-from .artifacts import InputError, Map, Seq, anthropic_data_dir, derive_seed, load_yaml, project_dir
+from .artifacts import InputError, Map, Seq, anthropic_data_dir, bundled_dir, derive_seed, load_yaml
+from .dialogue import Turn, parse_dialogue, render_conversation
 
 # %% auto #0
-__all__ = ['CONSTITUTIONS_DIR', 'Turn', 'render_conversation', 'CritiqueRevisionPrinciple', 'FeedbackPrinciple',
-           'CritiqueRevisionExample', 'FeedbackExample', 'FewShot', 'Constitution', 'resolve_constitution',
-           'load_constitution']
+__all__ = ['CritiqueRevisionPrinciple', 'FeedbackPrinciple', 'CritiqueRevisionExample', 'FeedbackExample', 'FewShot',
+           'Constitution', 'resolve_constitution', 'load_constitution']
 
 # %% ../nbs/01_constitution.ipynb #724ff138
-@dataclass(frozen=True)
-class Turn:
-    "One turn of a dialogue: `role` is 'Human' or 'Assistant'."
-    role: str
-    text: str
-
-def render_conversation(turns: Sequence[Turn]) -> str:
-    "The paper's dialogue format: each turn as `\\n\\nHuman: ...` or `\\n\\nAssistant: ...`."
-    return "".join(f"\n\n{t.role}: {t.text}" for t in turns)
-
 @dataclass(frozen=True)
 class CritiqueRevisionPrinciple:
     "One SL-CAI step: ask for a critique of the last response, then for a revision."
@@ -207,21 +197,14 @@ def _few_shot_from_yaml(c: _Checker, fs) -> FewShot:
     return FewShot(dialogue, tuple(crs), tuple(fbs))
 
 # %% ../nbs/01_constitution.ipynb #1ead308f
-_MARKERS = r"\n\n(Human|Assistant|CritiqueRequest|Critique|RevisionRequest|Revision):"
-
 def _strip_between(s: str, head: str, tail: str) -> str:
     s = s.strip()
     if s.startswith(head): s = s[len(head):]
     if s.endswith(tail): s = s[:-len(tail)]
     return s.strip()
 
-def _parse_dialogue(text: str) -> list[tuple[str, str]]:
-    "Split '\\n\\nHuman: ...\\n\\nAssistant: ...' (and critique markers) into (marker, text) pairs."
-    parts = re.split(_MARKERS, "\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
-    return [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
-
 def _anthropic_cr_example(c, seq, i, s) -> CritiqueRevisionExample:
-    pairs = [(k, v) for k, v in _parse_dialogue(s) if v or k not in ("Human",)]
+    pairs = [(k, v) for k, v in parse_dialogue(s) if v or k not in ("Human",)]
     keys = [k for k, _ in pairs]
     if "CritiqueRequest" not in keys: c.fail(seq, i, f"few-shot prompt {i + 1} has no CritiqueRequest")
     j = keys.index("CritiqueRequest")
@@ -264,7 +247,7 @@ def _constitution_from_anthropic(path: Path) -> Constitution:
     elif isinstance(doc, list) and doc and all(isinstance(x, dict) for x in doc):
         for i, x in enumerate(doc):
             if set(x) >= {"prompt", "corrects", "incorrects"}:  # RLMadisonFewShotPrompts.json: good vs bad response
-                conv = tuple(Turn(k, v) for k, v in _parse_dialogue(x["prompt"]) if v)
+                conv = tuple(Turn(k, v) for k, v in parse_dialogue(x["prompt"]) if v)
                 good, bad = x["corrects"][0].strip(), x["incorrects"][0].strip()
                 # alternate positions so the demonstrations do not teach a preference for "(A)"
                 fs_fb.append(FeedbackExample(conv, (good, bad) if i % 2 == 0 else (bad, good), "A" if i % 2 == 0 else "B"))
@@ -280,16 +263,14 @@ def _constitution_from_anthropic(path: Path) -> Constitution:
                         few_shot=FewShot(critique_revision=tuple(fs_cr), feedback=tuple(fs_fb)), source=str(path))
 
 # %% ../nbs/01_constitution.ipynb #7ad7185e
-CONSTITUTIONS_DIR = project_dir() / "constitutions"
-
 def resolve_constitution(path_or_name) -> Path:
     "A path as given, or the name of a bundled constitution ('default', 'medical')."
-    p = Path(path_or_name).expanduser()
+    p, bundled = Path(path_or_name).expanduser(), bundled_dir("constitutions")
     if p.exists(): return p
-    for cand in (CONSTITUTIONS_DIR / p, CONSTITUTIONS_DIR / f"{path_or_name}.yaml"):
+    for cand in (bundled / p, bundled / f"{path_or_name}.yaml"):
         if cand.exists(): return cand
     raise InputError(p, None, "no such file (and not a bundled constitution: "
-                              f"{', '.join(sorted(x.stem for x in CONSTITUTIONS_DIR.glob('*.yaml')))})")
+                              f"{', '.join(sorted(x.stem for x in bundled.glob('*.yaml')))})")
 
 def _merge(name: str, parts: Sequence[Constitution], source: str) -> Constitution:
     fs = FewShot(sum((p.few_shot.dialogue for p in parts), ()), sum((p.few_shot.critique_revision for p in parts), ()),

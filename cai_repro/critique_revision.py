@@ -13,149 +13,57 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, RecordStore, Stage, atomic_write_json, content_digest, derive_seed
-from .constitution import Constitution, load_constitution, render_conversation
-from .models import EncodedPrefix, generate, model_fingerprint
+from .artifacts import InputError, RecordStore, claim_run_dir, derive_seed, read_jsonl
+from .config import CritiqueRevisionSettings, settings_record
+from .constitution import Constitution, CritiqueRevisionExample, load_constitution
+from .dialogue import PAPER, DialogueFormat, Turn
+from .models import EncodedPrefix, generate
+from .monitors import CopyMeter, text_flags
 from .prompts import Prompt
 
 # %% auto #0
-__all__ = ['TURN_MARKERS', 'STAGE_VERSION', 'human_turn', 'assistant_prefix', 'critique_revision_prefix', 'chain_text', 'ngrams',
-           'CopyMeter', 'text_flags', 'CritiqueRevisionSettings', 'critique_revise', 'cr_settings', 'cr_prompts',
-           'critique_revision_stage', 'load_records', 'flag_counts', 'instruction_echo_rates']
+__all__ = ['assistant_prefix', 'step_turns', 'critique_revision_prefix', 'chain_turns', 'critique_prompt', 'revision_prompt',
+           'make_record', 'critique_revise', 'load_records', 'flag_counts', 'instruction_echo_rates']
 
 # %% ../nbs/03_critique_revision.ipynb #dcf31330
-TURN_MARKERS = ("\n\nHuman:", "\n\nAssistant:", "\n\nCritiqueRequest:", "\n\nCritique:", "\n\nRevisionRequest:", "\n\nRevision:")
-
-def human_turn(text: str) -> str:
-    "A new human turn, ending where the assistant's answer begins."
-    return f"\n\nHuman: {text}\n\nAssistant:"
-
-def assistant_prefix(constitution: Constitution) -> str:
+def assistant_prefix(constitution: Constitution, fmt: DialogueFormat = PAPER) -> str:
     "Few-shot dialogues that make a base model answer as an assistant (for the initial responses)."
-    return "".join(render_conversation(d) for d in constitution.few_shot.dialogue)
+    return "".join(fmt.render(d) for d in constitution.few_shot.dialogue)
 
-def critique_revision_prefix(constitution: Constitution, direct: bool = False) -> str:
+# %% ../nbs/03_critique_revision.ipynb #a9e6b593
+def step_turns(step: dict) -> list[Turn]:
+    "The turns of one finished critique → revision step (no critique turns in a direct revision)."
+    critique = [] if step.get("critique") is None else [Turn("CritiqueRequest", step["critique_request"]), Turn("Critique", step["critique"])]
+    return [*critique, Turn("RevisionRequest", step["revision_request"]), Turn("Revision", step["revision"])]
+
+# %% ../nbs/03_critique_revision.ipynb #fbe7a02e
+def critique_revision_prefix(constitution: Constitution, direct: bool = False, fmt: DialogueFormat = PAPER) -> str:
     "Few-shot critique → revision rounds; with `direct`, revision-only rounds."
-    out = []
-    for ex in constitution.few_shot.critique_revision:
-        crit = "" if direct else f"\n\nCritiqueRequest: {ex.critique_request}\n\nCritique: {ex.critique}"
-        out.append(render_conversation(ex.conversation) + crit + f"\n\nRevisionRequest: {ex.revision_request}\n\nRevision: {ex.revision}")
-    return "".join(out)
+    def turns(ex: CritiqueRevisionExample):
+        step = {"critique_request": ex.critique_request, "critique": None if direct else ex.critique,
+                "revision_request": ex.revision_request, "revision": ex.revision}
+        return [*ex.conversation, *step_turns(step)]
+    return "".join(fmt.render(turns(ex)) for ex in constitution.few_shot.critique_revision)
 
-def chain_text(prompt: str, initial: str, steps: Sequence[dict]) -> str:
-    "The conversation and every finished critique → revision step, in the paper's format."
-    text = human_turn(prompt) + f" {initial}"
-    for s in steps:
-        if s.get("critique") is not None: text += f"\n\nCritiqueRequest: {s['critique_request']}\n\nCritique: {s['critique']}"
-        text += f"\n\nRevisionRequest: {s['revision_request']}\n\nRevision: {s['revision']}"
-    return text
+# %% ../nbs/03_critique_revision.ipynb #35413fc5
+def chain_turns(prompt: str, initial: str, steps: Sequence[dict]) -> list[Turn]:
+    "The conversation and every finished critique → revision step."
+    return [Turn("Human", prompt), Turn("Assistant", initial), *(t for st in steps for t in step_turns(st))]
 
-# %% ../nbs/03_critique_revision.ipynb #b7cc0fbd
-def _words(text: str) -> list[str]: return re.findall(r"[a-z0-9']+", text.lower())
+# %% ../nbs/03_critique_revision.ipynb #d67f7a62
+def critique_prompt(turns: Sequence[Turn], request: str, fmt: DialogueFormat = PAPER) -> str:
+    "The text after which the model writes a critique: the chain so far and a critique request."
+    return fmt.render([*turns, Turn("CritiqueRequest", request)], open="Critique")
 
-def ngrams(text: str, n: int) -> list[tuple]:
-    w = _words(text)
-    return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+def revision_prompt(turns: Sequence[Turn], critique_request: str, critique: str | None, revision_request: str,
+                    fmt: DialogueFormat = PAPER) -> str:
+    "The text after which the model writes a revision: the chain so far, the critique (if any) and a revision request."
+    step = [] if critique is None else [Turn("CritiqueRequest", critique_request), Turn("Critique", critique)]
+    return fmt.render([*turns, *step, Turn("RevisionRequest", revision_request)], open="Revision")
 
-class CopyMeter:
-    "The share of a text's word n-grams (default 8) that appear verbatim in a reference text (the few-shot prompt)."
-    def __init__(self, reference: str, n: int = 8):
-        self.n, self.grams = n, set(ngrams(reference, n))
-    def __call__(self, text: str) -> float | None:
-        g = ngrams(text, self.n)
-        return round(sum(x in self.grams for x in g) / len(g), 4) if g else None
-
-def text_flags(text: str, copy_rate: float | None, copy_threshold: float = 0.5) -> list[str]:
-    "Flags for one generated text: empty, repetitive, copied."
-    flags = []
-    if not text.strip(): flags.append("empty")
-    g = ngrams(text, 4)
-    if len(g) >= 8 and len(set(g)) / len(g) < 0.5: flags.append("repetitive")
-    if copy_rate is not None and copy_rate >= copy_threshold: flags.append("copied")
-    return flags
-
-# %% ../nbs/03_critique_revision.ipynb #cf8e30bc
-@dataclass(frozen=True)
-class CritiqueRevisionSettings:
-    "Everything that changes the records of a critique → revision run."
-    revisions: int = 4
-    direct: bool = False
-    principles: int | None = None  # sample from the first K principles only (the paper's Fig. 6)
-    temperature: float = 1.0       # the paper samples at T = 1
-    top_p: float = 1.0
-    initial_tokens: int = 96
-    critique_tokens: int = 64
-    revision_tokens: int = 96
-    batch_size: int = 8
-    seed: int = 0
-    copy_threshold: float = 0.5
-
-def _check_run_dir(out: Path, config: dict):
-    "Refuse to mix two runs with different settings in one directory."
-    path = out / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
-        if diff: raise InputError(path, None, f"this directory holds a run with other settings ({', '.join(diff)}); "
-                                              "use a new --out, or delete it to start over")
-    else:
-        atomic_write_json(path, config)
-
-# %% ../nbs/03_critique_revision.ipynb #dd7819e9
-def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constitution, out_dir,
-                    settings: CritiqueRevisionSettings = CritiqueRevisionSettings(), model_name: str = "",
-                    progress: bool = True, initial: dict[str, str] | None = None) -> list[dict]:
-    """Run the critique → revision loop over `prompts`, appending one record per finished prompt to `out_dir/records.jsonl`.
-    `initial` (prompt id → response) supplies the initial responses instead of sampling them: ablations start from the
-    main run's, so their comparisons stay paired whatever the numerics of a different batch."""
-    s = settings
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    if s.principles: constitution = constitution.first_k(s.principles)
-    _check_run_dir(out, {"model": model_name, "constitution": constitution.name, "settings": asdict(s),
-                         "principles": [p.id for p in constitution.critique_revision]})
-    store = RecordStore(out / "records.jsonl", key="id")
-    a_prefix, cr_prefix = assistant_prefix(constitution), critique_revision_prefix(constitution, s.direct)
-    a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
-    encoded = {}  # the two prefixes, encoded once for the whole run
-    def sample(prefix, texts, max_new_tokens, batch, what):
-        if prefix not in encoded: encoded[prefix] = EncodedPrefix.encode(model, tok, prefix)
-        outs = generate(model, tok, texts, prefix=encoded[prefix], max_new_tokens=max_new_tokens,
-                        temperature=s.temperature, top_p=s.top_p, row_seeds=[derive_seed(s.seed, p.id, what) for p in batch],
-                        stop=TURN_MARKERS, batch_size=len(texts))
-        return [o.strip() for o in outs]
-
-    todo = [p for p in prompts if p.id not in store]
-    if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
-        raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
-    batches = [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
-    for batch in batches:
-        if initial is None: firsts = sample(a_prefix, [human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
-        else: firsts = [initial[p.id] for p in batch]
-        drawn = [constitution.sample_critique_revision(s.revisions, s.seed, key=p.id) for p in batch]
-        steps = [[] for _ in batch]
-        for k in range(s.revisions):
-            history = [chain_text(p.text, r0, st) for p, r0, st in zip(batch, firsts, steps)]
-            if s.direct:
-                critiques = [None] * len(batch)
-            else:
-                critiques = sample(cr_prefix, [h + f"\n\nCritiqueRequest: {d[k].critique_request}\n\nCritique:"
-                                               for h, d in zip(history, drawn)], s.critique_tokens, batch, f"critique{k}")
-            rev_texts = [h + ("" if c is None else f"\n\nCritiqueRequest: {d[k].critique_request}\n\nCritique: {c}")
-                         + f"\n\nRevisionRequest: {d[k].revision_request}\n\nRevision:"
-                         for h, c, d in zip(history, critiques, drawn)]
-            revised = sample(cr_prefix, rev_texts, s.revision_tokens, batch, f"revision{k}")
-            for st, c, r, d in zip(steps, critiques, revised, drawn):
-                st.append({"principle_id": d[k].id, "critique_request": None if c is None else d[k].critique_request,
-                           "critique": c, "revision_request": d[k].revision_request, "revision": r})
-        for p, r0, st in zip(batch, firsts, steps):
-            store.append(_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
-            bar.update()
-    bar.close()
-    by_id = {r["id"]: r for r in store.records}
-    return [by_id[p.id] for p in prompts]
-
-def _record(p: Prompt, initial: str, steps: list[dict], a_meter, cr_meter, threshold) -> dict:
+# %% ../nbs/03_critique_revision.ipynb #0c9a6a6c
+def make_record(p: Prompt, initial: str, steps: list[dict], a_meter: CopyMeter, cr_meter: CopyMeter, threshold: float) -> dict:
+    "One prompt's record: its chain, with the copy rate and flags of every text."
     rate0 = a_meter(initial)
     rec = {"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful, "initial": initial,
            "initial_copy_rate": rate0, "initial_flags": text_flags(initial, rate0, threshold), "steps": []}
@@ -168,45 +76,59 @@ def _record(p: Prompt, initial: str, steps: list[dict], a_meter, cr_meter, thres
     rec["flags"] = sorted({f for f in rec["initial_flags"]} | {f for st in rec["steps"] for f in st["critique_flags"] + st["revision_flags"]})
     return rec
 
-# %% ../nbs/03_critique_revision.ipynb #6c8e2fec
-STAGE_VERSION = 2  # bump when a code change alters the records, so cached stages are rebuilt
+# %% ../nbs/03_critique_revision.ipynb #811027e2
+def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constitution, out_dir,
+                    settings: CritiqueRevisionSettings = CritiqueRevisionSettings(), seed: int = 0, model_name: str = "",
+                    progress: bool = True, initial: dict[str, str] | None = None, fmt: DialogueFormat = PAPER) -> list[dict]:
+    """Run the critique → revision loop over `prompts`, appending one record per finished prompt to `out_dir/records.jsonl`.
+    `initial` (prompt id → response) supplies the initial responses instead of sampling them: ablations start from the
+    main run's, so their comparisons stay paired whatever the numerics of a different batch."""
+    s = settings
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    if s.principles: constitution = constitution.first_k(s.principles)
+    claim_run_dir(out, {"model": model_name, "constitution": constitution.name, "settings": settings_record(s, seed=seed),
+                        "principles": [p.id for p in constitution.critique_revision]})
+    store = RecordStore(out / "records.jsonl", key="id")
+    a_prefix, cr_prefix = assistant_prefix(constitution, fmt), critique_revision_prefix(constitution, s.direct, fmt)
+    a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
+    encoded = {}  # the two prefixes, encoded once for the whole run
+    def sample(prefix, texts, max_new_tokens, batch, what):
+        if prefix not in encoded: encoded[prefix] = EncodedPrefix.encode(model, tok, prefix)
+        outs = generate(model, tok, texts, prefix=encoded[prefix], max_new_tokens=max_new_tokens,
+                        temperature=s.temperature, top_p=s.top_p, row_seeds=[derive_seed(seed, p.id, what) for p in batch],
+                        stop=fmt.stop_strings, batch_size=len(texts))
+        return [o.strip() for o in outs]
 
-def cr_settings(cr: dict, seed: int = 0, **overrides) -> CritiqueRevisionSettings:
-    "Settings from a notebook's `cr` parameter dict (its prompt-selection keys are ignored here)."
-    keys = CritiqueRevisionSettings.__dataclass_fields__
-    return replace(CritiqueRevisionSettings(**{k: v for k, v in cr.items() if k in keys}, seed=seed), **overrides)
+    todo = [p for p in prompts if p.id not in store]
+    if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
+        raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
+    for batch in [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]:
+        if initial is None: firsts = sample(a_prefix, [fmt.human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
+        else: firsts = [initial[p.id] for p in batch]
+        drawn = [constitution.sample_critique_revision(s.revisions, seed, key=p.id) for p in batch]
+        steps = [[] for _ in batch]
+        for k in range(s.revisions):
+            chains = [chain_turns(p.text, r0, st) for p, r0, st in zip(batch, firsts, steps)]
+            critiques = ([None] * len(batch) if s.direct else
+                         sample(cr_prefix, [critique_prompt(c, d[k].critique_request, fmt) for c, d in zip(chains, drawn)],
+                                s.critique_tokens, batch, f"critique{k}"))
+            revised = sample(cr_prefix, [revision_prompt(ch, d[k].critique_request, c, d[k].revision_request, fmt)
+                                         for ch, c, d in zip(chains, critiques, drawn)], s.revision_tokens, batch, f"revision{k}")
+            for st, c, r, d in zip(steps, critiques, revised, drawn):
+                st.append({"principle_id": d[k].id, "critique_request": None if c is None else d[k].critique_request,
+                           "critique": c, "revision_request": d[k].revision_request, "revision": r})
+        for p, r0, st in zip(batch, firsts, steps):
+            store.append(make_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
+            bar.update()
+    bar.close()
+    by_id = {r["id"]: r for r in store.records}
+    return [by_id[p.id] for p in prompts]
 
-def cr_prompts(cr: dict, seed: int = 0) -> list[Prompt]:
-    "The prompts of a `cr` parameter dict: `n_prompts` drawn category-balanced from `prompts`."
-    from cai_repro.prompts import load_prompts, sample_prompts
-    return sample_prompts(load_prompts(cr["prompts"]), cr["n_prompts"], seed=seed)
-
-# %% ../nbs/03_critique_revision.ipynb #57bcc410
-def critique_revision_stage(model_spec: str, cr: dict, constitution_path="default", dtype="float32", seed: int = 0,
-                            prompts: Sequence[Prompt] | None = None, root=None, initial_from=None, **overrides) -> Path:
-    """The directory of a (cached) critique → revision run; its `records.jsonl` has one record per prompt.
-    `overrides` change settings (e.g. `direct=True`, `principles=4`) for the ablations; `initial_from`, a run directory,
-    supplies the initial responses (see `critique_revise`)."""
-    from cai_repro.constitution import resolve_constitution
-    from cai_repro.models import load_model_cached
-    path = resolve_constitution(constitution_path)
-    prompts = list(prompts) if prompts is not None else cr_prompts(cr, seed)
-    settings = cr_settings(cr, seed, **overrides)
-    inputs = {"model": model_fingerprint(model_spec), "dtype": str(dtype), "constitution": content_digest(path),
-              "prompts": [p.to_json() for p in prompts], "settings": asdict(settings), "version": STAGE_VERSION}
-    given = None
-    if initial_from is not None:
-        given = {r["id"]: r["initial"] for r in load_records(initial_from)}
-        inputs["initial"] = content_digest(Path(initial_from) / "records.jsonl")
-    def build(work):
-        model, tok = load_model_cached(model_spec, dtype=dtype)
-        critique_revise(model, tok, prompts, load_constitution(path), work, settings, model_name=model_spec, initial=given)
-    return Stage("critique_revision", inputs, root=root).run(build)
-
-def load_records(stage_dir) -> list[dict]:
+# %% ../nbs/03_critique_revision.ipynb #5e4f16b1
+def load_records(run_dir) -> list[dict]:
     "The records of a critique → revision run directory."
-    from cai_repro.artifacts import read_jsonl
-    return read_jsonl(Path(stage_dir) / "records.jsonl")
+    return read_jsonl(Path(run_dir) / "records.jsonl")
 
 # %% ../nbs/03_critique_revision.ipynb #5cb096d4
 def flag_counts(records: Sequence[dict]) -> dict:

@@ -28,9 +28,9 @@ from .artifacts import Unavailable, atomic_dir, cache_dir, content_digest, deriv
 
 # %% auto #0
 __all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'SAMPLER_VERSION', 'ModelNotAvailableError', 'resolve_dtype', 'byte_tokenizer',
-           'tiny_random_config', 'load_tiny_random', 'convert_gguf', 'embedded_model_dir', 'load_model',
-           'model_fingerprint', 'load_model_cached', 'continuation_logprobs', 'naive_continuation_logprob',
-           'EncodedPrefix', 'generate']
+           'tiny_random_config', 'load_tiny_random', 'convert_gguf', 'embedded_model_dir', 'hub_reachable',
+           'load_model', 'model_fingerprint', 'load_model_cached', 'final_logits', 'left_pad', 'EncodedPrefix',
+           'PerRowSampler', 'StopOnStrings', 'cut_at_stops', 'generate']
 
 # %% ../nbs/00_models.ipynb #4a23fcba
 EMBEDDED_SPEC = "gemma-3-270m"
@@ -108,7 +108,7 @@ def embedded_model_dir() -> Path:
     return d
 
 # %% ../nbs/00_models.ipynb #6e51b309
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"): return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
     try:
@@ -166,7 +166,7 @@ def _load_from_hub(spec, dtype, trust_remote_code):
         pass
     hint = (f"Pass a local directory with config.json, *.safetensors and the tokenizer, or a built-in spec: "
             f"'{EMBEDDED_SPEC}' (embedded, no download) or '{TINY_SPEC}' (tests).")
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelNotAvailableError(f"cannot load '{spec}': it is not in the local Hugging Face cache and the Hub "
                                      f"cannot be reached (offline, or HF_HUB_OFFLINE is set). {hint}")
     try:
@@ -193,89 +193,21 @@ def load_model_cached(spec: str, dtype="float32", device: str = "auto", seed: in
     return load_model(spec, dtype=dtype, device=device, seed=seed)
 
 # %% ../nbs/00_models.ipynb #51b39b9b
-def _final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    "The LM head on selected hidden states, with Gemma's final logit soft-capping when the config sets it."
+def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    "The LM head on selected hidden states, in float32, with Gemma's final logit soft-capping when the config sets it."
     logits = model.get_output_embeddings()(hidden).float()
     cap = getattr(model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
 
-def _token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    "log p(target) at each of `hidden`'s rows, running the head `chunk` rows at a time to bound memory."
-    out = [torch.log_softmax(_final_logits(model, h), -1).gather(-1, t[:, None])[:, 0]
-           for h, t in zip(hidden.split(chunk), targets.split(chunk))]
-    return torch.cat(out) if out else hidden.new_zeros(0)
-
-def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device):
+# %% ../nbs/00_models.ipynb #60f0c452
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device):
+    "Token id rows, left-padded with `pad_id` to one length, and their attention mask."
     L = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((len(seqs), L), dtype=torch.long, device=device)
     for i, s in enumerate(seqs):
         if len(s): ids[i, L - len(s):] = torch.tensor(s, device=device); mask[i, L - len(s):] = 1
     return ids, mask
-
-def _length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int, max_padding: float = 0.2) -> list[list[int]]:
-    """Group indices sorted by length so that rows × longest ≤ `max_tokens` and pad tokens are at most `max_padding` of
-    each batch: few, full forward calls (short calls run the CPU below its best), with little padding."""
-    order, batches, cur, total = sorted(range(len(lengths)), key=lambda i: lengths[i]), [], [], 0
-    for i in order:
-        rows, longest = len(cur) + 1, max(lengths[i], 1)
-        if cur and (rows > max_rows or rows * longest > max_tokens or 1 - (total + lengths[i]) / (rows * longest) > max_padding):
-            batches.append(cur); cur, total = [], 0
-        cur.append(i); total += lengths[i]
-    return batches + [cur] if cur else batches
-
-# %% ../nbs/00_models.ipynb #f70103dc
-@torch.no_grad()
-def continuation_logprobs(model, tok, prompts: Sequence[str], continuations: Sequence[Sequence[str]], *,
-                          max_batch_tokens: int = 4096, max_rows: int = 16, progress: bool = False) -> list[list[float]]:
-    "Summed log p(continuation | prompt) for each continuation of each prompt: one prompt encoding, head only where needed."
-    assert len(prompts) == len(continuations), "one list of continuations per prompt"
-    device = model.device
-    p_ids = [tok(p).input_ids for p in prompts]
-    c_ids = [[tok(c, add_special_tokens=False).input_ids for c in cs] for cs in continuations]
-    lengths = [len(p) + max((len(c) for c in cs), default=0) for p, cs in zip(p_ids, c_ids)]
-    result: list[list[float]] = [[0.0] * len(cs) for cs in c_ids]
-    decoder = model.get_decoder()
-    for batch in tqdm(_length_batches(lengths, max_batch_tokens, max_rows), disable=not progress, desc="scoring"):
-        ids, mask = _left_pad([p_ids[i] for i in batch], tok.pad_token_id, device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
-        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
-        # rows: one per (prompt, continuation); the last prompt position predicts each continuation's first token
-        rows = [(b, j) for b, i in enumerate(batch) for j, c in enumerate(c_ids[i]) if c]
-        if not rows: continue
-        first = _token_logprobs(model, hidden[[b for b, _ in rows], -1],
-                                torch.tensor([c_ids[batch[b]][j][0] for b, j in rows], device=device))
-        scores = first.clone()
-        tails = [c_ids[batch[b]][j] for b, j in rows]
-        T = max(len(c) for c in tails) - 1
-        if T > 0:  # feed c[:-1] after the prompt; position t predicts c[t + 1]
-            cache.reorder_cache(torch.tensor([b for b, _ in rows], device=device))
-            inp = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long, device=device)
-            cmask = torch.zeros_like(inp)
-            for r, c in enumerate(tails):
-                inp[r, :len(c) - 1] = torch.tensor(c[:-1], device=device); cmask[r, :len(c) - 1] = 1
-            rmask = torch.cat([mask[[b for b, _ in rows]], cmask], 1)
-            cpos = pos[[b for b, _ in rows], -1:] + 1 + torch.arange(T, device=device)
-            h = decoder(input_ids=inp, attention_mask=rmask, position_ids=cpos, cache=cache).last_hidden_state
-            where = cmask.bool()
-            targets = torch.zeros_like(inp)
-            for r, c in enumerate(tails): targets[r, :len(c) - 1] = torch.tensor(c[1:], device=device)
-            lp = torch.zeros(inp.shape, device=device)
-            lp[where] = _token_logprobs(model, h[where], targets[where])
-            scores += lp.sum(1)
-        for (b, j), s in zip(rows, scores.tolist()): result[batch[b]][j] = s
-    return result
-
-# %% ../nbs/00_models.ipynb #0eca7740
-@torch.no_grad()
-def naive_continuation_logprob(model, tok, prompt: str, continuation: str) -> float:
-    "log p(continuation | prompt) from one full forward pass with the LM head at every position (the slow reference)."
-    p = tok(prompt).input_ids
-    c = tok(continuation, add_special_tokens=False).input_ids
-    ids = torch.tensor([p + c], device=model.device)
-    logp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
-    return sum(logp[len(p) - 1 + t, c[t]].item() for t in range(len(c)))
 
 # %% ../nbs/00_models.ipynb #20e20d3d
 @dataclass
@@ -320,7 +252,7 @@ def _stack_caches(model, rows: Sequence[DynamicCache]) -> DynamicCache | None:
             layer.cumulative_length = max(r.layers[i].cumulative_length for r in rows)
     return batch
 
-class _PerRowSampler(LogitsProcessor):
+class PerRowSampler(LogitsProcessor):
     """Draw each row's next token with that row's own generator (after temperature and top-p), so a row's text depends on
     its seed alone, not on which other rows share its batch. It returns a one-hot score, which generate() then picks
     greedily. The draw is an exponential race in two stages: a block of ~sqrt(V) tokens with probability equal to its
@@ -345,14 +277,14 @@ class _PerRowSampler(LogitsProcessor):
         out[torch.arange(len(pick), device=scores.device), pick] = 0.0
         return out
 
-class _StopOnStrings(StoppingCriteria):
+class StopOnStrings(StoppingCriteria):
     def __init__(self, tok, stops: Sequence[str], start: int):
         self.tok, self.stops, self.start = tok, list(stops), start
     def __call__(self, input_ids, scores, **kwargs):
         texts = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
-def _cut_at_stops(text: str, stops: Sequence[str]) -> str:
+def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     cut = min([text.find(s) for s in stops if s in text], default=len(text))
     return text[:cut]
 
@@ -385,11 +317,11 @@ def generate(model, tok, prompts: Sequence[str], *, prefix: str | EncodedPrefix 
             mask[r, S - len(suffixes[i]):] = 1
         ids, mask = ids.to(model.device), mask.to(model.device)
         cache = _stack_caches(model, [prefix.extend(model, suffixes[i][1:]) for i in batch])
-        criteria = StoppingCriteriaList([_StopOnStrings(tok, stop, P + S)] if stop else [])
-        processors = LogitsProcessorList([_PerRowSampler([row_seeds[i] for i in batch], temperature, top_p, model.device)]
+        criteria = StoppingCriteriaList([StopOnStrings(tok, stop, P + S)] if stop else [])
+        processors = LogitsProcessorList([PerRowSampler([row_seeds[i] for i in batch], temperature, top_p, model.device)]
                                          if sampling else [])
         seqs = model.generate(input_ids=ids, attention_mask=mask, cache=cache, generation_config=config,
                               stopping_criteria=criteria, logits_processor=processors)
         for r, i in enumerate(batch):
-            out[i] = _cut_at_stops(tok.decode(seqs[r, P + S:], skip_special_tokens=True), stop)
+            out[i] = cut_at_stops(tok.decode(seqs[r, P + S:], skip_special_tokens=True), stop)
     return out

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, Unavailable, atomic_write_text, derive_seed, project_dir, read_jsonl
+from .artifacts import InputError, Unavailable, atomic_write_text, bundled_dir, derive_seed, read_jsonl
 
 # %% auto #0
 __all__ = ['BENIGN_CATEGORIES', 'BUNDLED', 'Prompt', 'read_prompt_file', 'write_prompt_file', 'bundled_prompts',
@@ -72,7 +72,7 @@ def bundled_prompts(which: str = "red-team") -> list[Prompt]:
     "The bundled offline prompts: 'red-team', 'helpful', or 'all'."
     names = list(BUNDLED) if which == "all" else [which]
     if any(n not in BUNDLED for n in names): raise ValueError(f"unknown bundled set {which!r}: use red-team, helpful or all")
-    return [p for n in names for p in read_prompt_file(project_dir() / "data" / "prompts" / BUNDLED[n], source=f"bundled:{n}")]
+    return [p for n in names for p in read_prompt_file(bundled_dir("prompts") / BUNDLED[n], source=f"bundled:{n}")]
 
 # %% ../nbs/02_red_team_prompts.ipynb #9db7bc61
 class PromptsUnavailable(Unavailable):
@@ -94,10 +94,10 @@ def prompts_from_red_team_rows(rows, source: str = "hh-rlhf") -> list[Prompt]:
 def hh_rlhf_red_team(limit: int | None = None) -> list[Prompt]:
     "Anthropic's red-team prompts from the Hugging Face Hub (needs a connection or a populated datasets cache)."
     from datasets import load_dataset
-    from cai_repro.models import _hub_reachable
+    from cai_repro.models import hub_reachable
     hint = "use the bundled set ('red-team', 'helpful') or a JSONL file of {\"prompt\", \"category\"} instead"
     cache_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")  # datasets then reads its cache
-    if not cache_only and not _hub_reachable():
+    if not cache_only and not hub_reachable():
         raise PromptsUnavailable(f"cannot reach the Hugging Face Hub for Anthropic/hh-rlhf; {hint}")
     split = "train" if limit is None else f"train[:{limit * 2}]"  # extra rows: duplicates are dropped
     try:

@@ -10,7 +10,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,64 +18,20 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, RecordStore, Stage, atomic_dir, atomic_write_text, derive_seed, read_jsonl
-from .critique_revision import TURN_MARKERS, _check_run_dir, human_turn
-from .models import (_cut_at_stops, _final_logits, _left_pad, _PerRowSampler, _StopOnStrings, load_model,
-                               model_fingerprint)
+from .artifacts import RecordStore, atomic_dir, atomic_write_text, claim_run_dir, derive_seed, read_jsonl
+from .config import RLSettings, settings_record
+from .dialogue import PAPER, DialogueFormat
+from .models import PerRowSampler, StopOnStrings, cut_at_stops, final_logits, left_pad
+from .monitors import rollout_monitors
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
-__all__ = ['RewardFn', 'RLSettings', 'rl_settings', 'rl_prompts', 'step_prompts', 'rl_pool', 'Rollouts', 'eos_ids',
-           'response_end', 'sample_rollouts', 'ValueHead', 'response_hidden', 'response_logprobs', 'penalised_scores',
-           'token_rewards', 'masked_mean', 'masked_var', 'whiten', 'gae', 'ppo_losses', 'NonFiniteError',
-           'check_finite', 'rollout_monitors', 'lora_config', 'PPO', 'KeywordReward', 'save_checkpoint',
-           'latest_checkpoint', 'load_checkpoint', 'save_policy', 'train_ppo', 'load_metrics', 'train_rloo',
-           'tiny_random_pm', 'load_reward', 'train_rl', 'rl_stage', 'plot_rl_curves']
-
-# %% ../nbs/08_rl_cai.ipynb #7055eef7
-@dataclass(frozen=True)
-class RLSettings:
-    "Everything that changes the result of an RL-CAI run (PPO or RLOO)."
-    algo: str = "ppo"                 # "ppo" (ours, below) or "rloo" (TRL's RLOOTrainer)
-    steps: int = 50                   # optimisation steps; each samples `batch_size` fresh responses
-    batch_size: int = 8               # responses per step (RLOO: batch_size / rloo_k prompts × rloo_k samples)
-    max_new_tokens: int = 64
-    temperature: float = 1.0          # pure sampling (no top-k/top-p): anything else biases the KL estimate
-    kl_coef: float = 0.05             # λ_KL; the paper's RLHF work used 0.001
-    lr: float = 1e-4                  # LoRA learning rate (AdamW, constant)
-    ppo_epochs: int = 2               # passes over each batch of rollouts
-    minibatch_size: int = 4
-    clip_range: float = 0.2           # PPO's ε for the policy ratio
-    clip_range_value: float = 0.2     # and for the value prediction
-    vf_coef: float = 0.1              # weight of the value loss (the value head shares the policy's trunk)
-    gamma: float = 1.0
-    lam: float = 0.95                 # GAE λ
-    whiten_rewards: bool = False
-    missing_eos_penalty: float = 1.0  # subtracted from the PM score of a response that hits max_new_tokens unfinished
-    max_grad_norm: float = 1.0
-    rloo_k: int = 2                   # RLOO: samples per prompt (the leave-one-out baseline needs ≥ 2)
-    lora_r: int = 16
-    lora_alpha: int = 32
-    save_every: int = 10              # checkpoint every N steps (and at the end)
-    samples_per_step: int = 4         # prompt/response/reward rows kept per step in samples.jsonl
-    stop: tuple = TURN_MARKERS        # a response also ends where the model starts a new turn
-    seed: int = 0
-
-    def __post_init__(self):
-        problems = []
-        if self.algo not in ("ppo", "rloo"): problems.append(f"algo must be 'ppo' or 'rloo', got {self.algo!r}")
-        for k in ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "minibatch_size", "save_every", "lora_r"):
-            if getattr(self, k) < 1: problems.append(f"{k} must be at least 1")
-        if self.temperature <= 0: problems.append("temperature must be > 0 (RL samples; greedy decoding has no log-probs to ratio)")
-        if self.algo == "rloo" and (self.rloo_k < 2 or self.batch_size % self.rloo_k):
-            problems.append(f"RLOO needs rloo_k ≥ 2 dividing batch_size (got rloo_k={self.rloo_k}, batch_size={self.batch_size})")
-        if problems: raise ValueError("; ".join(problems))
-
-def rl_settings(rl: dict, seed: int = 0, **overrides) -> RLSettings:
-    "Settings from a notebook's `rl` parameter dict (its keys that choose policy, PM and prompts are ignored here)."
-    keys = RLSettings.__dataclass_fields__
-    s = {k: (tuple(v) if k == "stop" else v) for k, v in rl.items() if k in keys}
-    return replace(RLSettings(**s, seed=seed), **overrides)
+__all__ = ['RewardFn', 'rl_prompts', 'step_prompts', 'rl_pool', 'Rollouts', 'eos_ids', 'response_end', 'sample_rollouts',
+           'ValueHead', 'response_hidden', 'response_logprobs', 'penalised_scores', 'token_rewards', 'masked_mean',
+           'masked_var', 'whiten', 'gae', 'ppo_losses', 'NonFiniteError', 'check_finite', 'lora_config', 'PPO',
+           'ppo_rollout', 'ppo_score', 'ppo_advantages', 'ppo_update', 'ppo_record', 'ppo_step', 'KeywordReward',
+           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'save_policy', 'train_ppo', 'load_metrics',
+           'train_rloo', 'train_rl', 'plot_rl_curves']
 
 # %% ../nbs/08_rl_cai.ipynb #4c1147af
 def rl_prompts(spec: str = "mix", n: int | None = None, harmful_fraction: float = 0.5, seed: int = 0) -> list[Prompt]:
@@ -100,9 +56,9 @@ def step_prompts(pool: Sequence[Prompt], step: int, batch_size: int, seed: int =
         out.append(pool[order[i]])
     return out
 
-def rl_pool(rl: dict, seed: int = 0) -> list[Prompt]:
-    "The prompt pool of a notebook's `rl` dict."
-    return rl_prompts(rl.get("prompts", "mix"), rl.get("n_prompts"), rl.get("harmful_fraction", 0.5), seed=seed)
+def rl_pool(rl: RLSettings, seed: int = 0) -> list[Prompt]:
+    "The prompt pool of an RL run's settings."
+    return rl_prompts(rl.prompts, rl.n_prompts, rl.harmful_fraction, seed=seed)
 
 # %% ../nbs/08_rl_cai.ipynb #9701b61e
 @dataclass
@@ -145,17 +101,17 @@ def response_end(tok, ids: Sequence[int], eos: set[int], stop: Sequence[str] = (
 
 @torch.no_grad()
 def sample_rollouts(model, tok, queries: Sequence[str], max_new_tokens: int, temperature: float = 1.0,
-                    stop: Sequence[str] = TURN_MARKERS, seed: int = 0) -> Rollouts:
+                    stop: Sequence[str] = PAPER.stop_strings, seed: int = 0) -> Rollouts:
     "Sample one response per query (a formatted `Human: … Assistant:` string) and find where each one ends."
     from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
     device = model.device
-    q_ids, q_mask = _left_pad([tok(q).input_ids for q in queries], tok.pad_token_id, device)
+    q_ids, q_mask = left_pad([tok(q).input_ids for q in queries], tok.pad_token_id, device)
     eos = eos_ids(model, tok)
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
                               eos_token_id=sorted(eos))
     stop = [s for s in stop if s]
-    criteria = StoppingCriteriaList([_StopOnStrings(tok, stop, q_ids.shape[1])] if stop else [])
-    sampler = [_PerRowSampler([derive_seed(seed, i) for i in range(len(queries))], temperature, 1.0, device)] if temperature > 0 else []
+    criteria = StoppingCriteriaList([StopOnStrings(tok, stop, q_ids.shape[1])] if stop else [])
+    sampler = [PerRowSampler([derive_seed(seed, i) for i in range(len(queries))], temperature, 1.0, device)] if temperature > 0 else []
     seqs = model.generate(input_ids=q_ids, attention_mask=q_mask, generation_config=config, stopping_criteria=criteria,
                           logits_processor=LogitsProcessorList(sampler))
     gen = seqs[:, q_ids.shape[1]:]
@@ -165,7 +121,7 @@ def sample_rollouts(model, tok, queries: Sequence[str], max_new_tokens: int, tem
     r_mask = torch.zeros_like(r_ids)
     for i, (n, _) in enumerate(ends):
         r_ids[i, :n] = gen[i, :n]; r_mask[i, :n] = 1
-    texts = [_cut_at_stops(tok.decode(r_ids[i, :n], skip_special_tokens=True), stop).strip() for i, (n, _) in enumerate(ends)]
+    texts = [cut_at_stops(tok.decode(r_ids[i, :n], skip_special_tokens=True), stop).strip() for i, (n, _) in enumerate(ends)]
     return Rollouts(q_ids, q_mask, r_ids, r_mask, torch.tensor([e for _, e in ends], device=device), texts)
 
 # %% ../nbs/08_rl_cai.ipynb #9e796b49
@@ -192,7 +148,7 @@ def response_logprobs(model, ro: Rollouts, hidden: torch.Tensor, temperature: fl
                       with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     "log π(a_t|s_t) at every real response token (0 elsewhere), and optionally the entropy there; LM head only where needed."
     where = ro.response_mask.bool()
-    logits = _final_logits(model, hidden[where]) / temperature
+    logits = final_logits(model, hidden[where]) / temperature
     logp_all = torch.log_softmax(logits, -1)
     lp = torch.zeros(where.shape, device=hidden.device, dtype=logp_all.dtype)
     lp[where] = logp_all.gather(-1, ro.response_ids[where][:, None])[:, 0]
@@ -279,25 +235,6 @@ def check_finite(name: str, x, step: int | None = None, hint: str = ""):
         raise NonFiniteError(f"{where}{name} is not finite ({int(bad.sum())} of {t.numel()} values NaN/inf)"
                              + (f"; {hint}" if hint else ""))
 
-# %% ../nbs/08_rl_cai.ipynb #0605817f
-def _evaluation_monitor():
-    "`cai_repro.evaluation.monitor_responses` if this checkout has it, else None."
-    import importlib.util
-    if importlib.util.find_spec("cai_repro.evaluation") is None: return None
-    import cai_repro.evaluation as ev
-    return getattr(ev, "monitor_responses", None)
-
-def rollout_monitors(responses: Sequence[dict]) -> dict:
-    """Monitor rates of one step's responses (`{"prompt", "response", "category", "harmful"}` each): our distinct-bigram
-    and empty rates, plus everything `cai_repro.evaluation.monitor_responses` returns where it exists."""
-    from cai_repro.critique_revision import ngrams
-    grams = [g for r in responses for g in ngrams(r["response"], 2)]
-    out = {"distinct_2": round(len(set(grams)) / len(grams), 4) if grams else None,
-           "empty_rate": round(sum(not r["response"].strip() for r in responses) / max(len(responses), 1), 4)}
-    monitor = _evaluation_monitor()
-    if monitor is not None: out.update(monitor(list(responses)))
-    return out
-
 # %% ../nbs/08_rl_cai.ipynb #81de82cb
 RewardFn = Callable[[list, list], list]  # (requests, responses) -> one float per response
 
@@ -311,13 +248,15 @@ def _mean(xs):
     xs = [float(x) for x in xs]
     return sum(xs) / len(xs) if xs else None
 
+# %% ../nbs/08_rl_cai.ipynb #eac4bd14
 class PPO:
-    "A policy (LoRA on a causal LM), its value head and optimiser, and one PPO iteration per `step`."
-    def __init__(self, model, tok, reward_fn: RewardFn, settings: RLSettings = RLSettings()):
+    "A policy (LoRA on a causal LM), its value head and optimiser; `step` runs one iteration: rollout, score, advantages, update."
+    def __init__(self, model, tok, reward_fn: RewardFn, settings: RLSettings = RLSettings(), seed: int = 0,
+                 fmt: DialogueFormat = PAPER):
         from peft import get_peft_model
-        self.s, self.tok, self.reward_fn = settings, tok, reward_fn
+        self.s, self.seed, self.tok, self.reward_fn, self.fmt = settings, seed, tok, reward_fn, fmt
         with torch.random.fork_rng():
-            torch.manual_seed(derive_seed(settings.seed, "init"))
+            torch.manual_seed(derive_seed(seed, "init"))
             self.model = get_peft_model(model, lora_config(settings)).eval()
             self.value_head = ValueHead(model.config.hidden_size).to(model.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
@@ -325,7 +264,7 @@ class PPO:
         self.eos = eos_ids(model, tok)
 
     @torch.no_grad()
-    def _evaluate(self, ro: Rollouts, reference: bool = False):
+    def evaluate(self, ro: Rollouts, reference: bool = False):
         "log-probs (and, for the policy, values and entropies) of the whole batch, `minibatch_size` rows at a time."
         B, T = ro.response_ids.shape
         lp = torch.zeros(B, T, device=ro.response_ids.device)
@@ -341,66 +280,96 @@ class PPO:
                 lp[idx, :t], ent[idx, :t], val[idx, :t] = l.float(), e.float(), self.value_head(h)
         return lp, val, ent
 
-    def step(self, k: int, prompts: Sequence[Prompt]) -> tuple[dict, list[dict]]:
-        "One PPO iteration on `prompts`; returns the metrics row and the samples of step `k`."
-        s, t0 = self.s, time.time()
-        try:
-            ro = sample_rollouts(self.model, self.tok, [human_turn(p.text) for p in prompts], s.max_new_tokens,
-                                 s.temperature, s.stop, seed=derive_seed(s.seed, "rollout", k))
-        except RuntimeError as e:  # torch.multinomial refuses NaN/inf probabilities
-            if "probability tensor" not in str(e): raise
-            raise NonFiniteError(f"step {k}: policy sampling distribution is not finite ({e})") from None
-        raw = list(self.reward_fn([p.text for p in prompts], list(ro.texts)))
-        if len(raw) != len(prompts): raise ValueError(f"the reward function returned {len(raw)} scores for {len(prompts)} responses")
-        check_finite("reward (preference-model score)", raw, k, "the reward function returned NaN/inf; check the PM")
-        raw = torch.tensor([float(x) for x in raw])
-        mask = ro.response_mask
-        old_lp, old_v, ent = self._evaluate(ro)
-        ref_lp, _, _ = self._evaluate(ro, reference=True)
-        for name, x in (("policy log-probs", old_lp), ("reference log-probs", ref_lp), ("values", old_v)):
-            check_finite(name, _zero_out(x, mask), k)
-        scores = penalised_scores(raw, ro.ended.cpu(), s.missing_eos_penalty).to(old_lp.device)
-        rewards, kl = token_rewards(scores, old_lp, ref_lp, mask, s.kl_coef)
-        if s.whiten_rewards: rewards = whiten(rewards, mask, shift_mean=False)
-        adv, ret = gae(rewards, old_v, mask, s.gamma, s.lam)
-        adv = whiten(adv, mask)
-        check_finite("advantages", adv, k)
-        stats = {}
-        for epoch in range(s.ppo_epochs):
-            g = torch.Generator().manual_seed(derive_seed(s.seed, "minibatches", k, epoch))
-            for idx in torch.randperm(len(ro), generator=g).split(s.minibatch_size):
-                sub = ro.select(idx); t = sub.response_ids.shape[1]
-                h = response_hidden(self.model, sub)
-                lp, _ = response_logprobs(self.model, sub, h, s.temperature)
-                L = ppo_losses(lp.float(), old_lp[idx, :t], adv[idx, :t], self.value_head(h), old_v[idx, :t],
-                               ret[idx, :t], sub.response_mask, s.clip_range, s.clip_range_value)
-                check_finite("policy loss", L["policy_loss"], k); check_finite("value loss", L["value_loss"], k)
-                self.opt.zero_grad(set_to_none=True)
-                (L["policy_loss"] + s.vf_coef * L["value_loss"]).backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.params, s.max_grad_norm)
-                check_finite("gradient norm", grad_norm, k)
-                self.opt.step()
-                check_finite("policy parameters (after the update)", torch.cat([p.detach().flatten().float() for p in self.params]), k)
-                for key, v in {**L, "grad_norm": grad_norm}.items(): stats.setdefault(key, []).append(v.item())
-        responses = [{"prompt": p.text, "response": t, "category": p.category, "harmful": p.harmful}
-                     for p, t in zip(prompts, ro.texts)]
-        n_tok = mask.sum(1).float()
-        row = {"step": k, "algo": "ppo",
-               "reward_mean": raw.mean().item(), "reward_std": raw.std().item() if len(raw) > 1 else 0.0,
-               "reward_harmful": _mean(r for r, p in zip(raw.tolist(), prompts) if p.harmful),
-               "reward_helpful": _mean(r for r, p in zip(raw.tolist(), prompts) if not p.harmful),
-               "score_mean": scores.mean().item(),
-               "kl": kl.sum(1).mean().item(), "kl_per_token": masked_mean(kl, mask).item(),
-               "entropy": masked_mean(ent, mask).item(), "response_length": n_tok.mean().item(),
-               "ended_frac": ro.ended.float().mean().item(),
-               "value_mean": masked_mean(old_v, mask).item(), "return_mean": masked_mean(ret, mask).item(),
-               **{key: _mean(v) for key, v in stats.items()}, "lr": s.lr,
-               "monitors": rollout_monitors(responses), "seconds": round(time.time() - t0, 3)}
-        samples = [{"id": f"{k}-{i}", "step": k, "prompt_id": p.id, "prompt": p.text, "category": p.category,
-                    "harmful": p.harmful, "response": t, "reward": r, "ended": bool(e), "length": int(n)}
-                   for i, (p, t, r, e, n) in enumerate(zip(prompts, ro.texts, raw.tolist(), ro.ended.tolist(), n_tok.tolist()))
-                   if i < s.samples_per_step]
-        return row, samples
+# %% ../nbs/08_rl_cai.ipynb #cccb59f0
+def ppo_rollout(ppo: PPO, k: int, prompts: Sequence[Prompt]) -> Rollouts:
+    "Step 1: sample one response per prompt from the current policy (seeded by the run's seed and `k`)."
+    s = ppo.s
+    try:
+        return sample_rollouts(ppo.model, ppo.tok, [ppo.fmt.human_turn(p.text) for p in prompts], s.max_new_tokens,
+                               s.temperature, s.stop, seed=derive_seed(ppo.seed, "rollout", k))
+    except RuntimeError as e:  # torch.multinomial refuses NaN/inf probabilities
+        if "probability tensor" not in str(e): raise
+        raise NonFiniteError(f"step {k}: policy sampling distribution is not finite ({e})") from None
+
+# %% ../nbs/08_rl_cai.ipynb #4b0def01
+def ppo_score(ppo: PPO, k: int, prompts: Sequence[Prompt], ro: Rollouts) -> tuple[torch.Tensor, torch.Tensor]:
+    "Step 2: the reward function's raw scores of the responses, and the scores after the missing-EOS penalty."
+    raw = list(ppo.reward_fn([p.text for p in prompts], list(ro.texts)))
+    if len(raw) != len(prompts): raise ValueError(f"the reward function returned {len(raw)} scores for {len(prompts)} responses")
+    check_finite("reward (preference-model score)", raw, k, "the reward function returned NaN/inf; check the PM")
+    raw = torch.tensor([float(x) for x in raw])
+    return raw, penalised_scores(raw, ro.ended.cpu(), ppo.s.missing_eos_penalty)
+
+# %% ../nbs/08_rl_cai.ipynb #bd498e63
+def ppo_advantages(ppo: PPO, k: int, ro: Rollouts, scores: torch.Tensor) -> dict:
+    "Step 3: old log-probs, values and entropies; the reference's log-probs; KL-penalised rewards; advantages and returns."
+    s, mask = ppo.s, ro.response_mask
+    old_lp, old_v, ent = ppo.evaluate(ro)
+    ref_lp, _, _ = ppo.evaluate(ro, reference=True)
+    for name, x in (("policy log-probs", old_lp), ("reference log-probs", ref_lp), ("values", old_v)):
+        check_finite(name, _zero_out(x, mask), k)
+    rewards, kl = token_rewards(scores.to(old_lp.device), old_lp, ref_lp, mask, s.kl_coef)
+    if s.whiten_rewards: rewards = whiten(rewards, mask, shift_mean=False)
+    adv, ret = gae(rewards, old_v, mask, s.gamma, s.lam)
+    adv = whiten(adv, mask)
+    check_finite("advantages", adv, k)
+    return {"old_lp": old_lp, "old_v": old_v, "ent": ent, "kl": kl, "adv": adv, "ret": ret}
+
+# %% ../nbs/08_rl_cai.ipynb #4fb4c281
+def ppo_update(ppo: PPO, k: int, ro: Rollouts, b: dict) -> dict:
+    "Step 4: `ppo_epochs` passes of clipped policy and value losses over shuffled minibatches; returns the losses per minibatch."
+    s, stats = ppo.s, {}
+    for epoch in range(s.ppo_epochs):
+        g = torch.Generator().manual_seed(derive_seed(ppo.seed, "minibatches", k, epoch))
+        for idx in torch.randperm(len(ro), generator=g).split(s.minibatch_size):
+            sub = ro.select(idx); t = sub.response_ids.shape[1]
+            h = response_hidden(ppo.model, sub)
+            lp, _ = response_logprobs(ppo.model, sub, h, s.temperature)
+            L = ppo_losses(lp.float(), b["old_lp"][idx, :t], b["adv"][idx, :t], ppo.value_head(h), b["old_v"][idx, :t],
+                           b["ret"][idx, :t], sub.response_mask, s.clip_range, s.clip_range_value)
+            check_finite("policy loss", L["policy_loss"], k); check_finite("value loss", L["value_loss"], k)
+            ppo.opt.zero_grad(set_to_none=True)
+            (L["policy_loss"] + s.vf_coef * L["value_loss"]).backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(ppo.params, s.max_grad_norm)
+            check_finite("gradient norm", grad_norm, k)
+            ppo.opt.step()
+            check_finite("policy parameters (after the update)", torch.cat([p.detach().flatten().float() for p in ppo.params]), k)
+            for key, v in {**L, "grad_norm": grad_norm}.items(): stats.setdefault(key, []).append(v.item())
+    return stats
+
+# %% ../nbs/08_rl_cai.ipynb #20230792
+def ppo_record(ppo: PPO, k: int, prompts: Sequence[Prompt], ro: Rollouts, raw: torch.Tensor, scores: torch.Tensor,
+               b: dict, stats: dict, seconds: float) -> tuple[dict, list[dict]]:
+    "The metrics row and the kept samples of step `k`."
+    s, mask = ppo.s, ro.response_mask
+    responses = [{"prompt": p.text, "response": t, "category": p.category, "harmful": p.harmful} for p, t in zip(prompts, ro.texts)]
+    n_tok = mask.sum(1).float()
+    row = {"step": k, "algo": "ppo",
+           "reward_mean": raw.mean().item(), "reward_std": raw.std().item() if len(raw) > 1 else 0.0,
+           "reward_harmful": _mean(r for r, p in zip(raw.tolist(), prompts) if p.harmful),
+           "reward_helpful": _mean(r for r, p in zip(raw.tolist(), prompts) if not p.harmful),
+           "score_mean": scores.mean().item(),
+           "kl": b["kl"].sum(1).mean().item(), "kl_per_token": masked_mean(b["kl"], mask).item(),
+           "entropy": masked_mean(b["ent"], mask).item(), "response_length": n_tok.mean().item(),
+           "ended_frac": ro.ended.float().mean().item(),
+           "value_mean": masked_mean(b["old_v"], mask).item(), "return_mean": masked_mean(b["ret"], mask).item(),
+           **{key: _mean(v) for key, v in stats.items()}, "lr": s.lr,
+           "monitors": rollout_monitors(responses), "seconds": round(seconds, 3)}
+    samples = [{"id": f"{k}-{i}", "step": k, "prompt_id": p.id, "prompt": p.text, "category": p.category,
+                "harmful": p.harmful, "response": t, "reward": r, "ended": bool(e), "length": int(n)}
+               for i, (p, t, r, e, n) in enumerate(zip(prompts, ro.texts, raw.tolist(), ro.ended.tolist(), n_tok.tolist()))
+               if i < s.samples_per_step]
+    return row, samples
+
+# %% ../nbs/08_rl_cai.ipynb #6b6524f0
+def ppo_step(ppo: PPO, k: int, prompts: Sequence[Prompt]) -> tuple[dict, list[dict]]:
+    "One PPO iteration on `prompts`: rollout, score, advantages, update; returns the metrics row and the samples of step `k`."
+    t0 = time.time()
+    ro = ppo_rollout(ppo, k, prompts)
+    raw, scores = ppo_score(ppo, k, prompts, ro)
+    b = ppo_advantages(ppo, k, ro, scores)
+    stats = ppo_update(ppo, k, ro, b)
+    return ppo_record(ppo, k, prompts, ro, raw, scores, b, stats, time.time() - t0)
 
 # %% ../nbs/08_rl_cai.ipynb #376d6ff0
 class KeywordReward:
@@ -468,12 +437,10 @@ def _keep_steps_before(path: Path, step: int):
     if len(keep) != len([l for l in lines if l.strip()]):
         atomic_write_text(path, "".join(l + "\n" for l in keep))
 
-def _check_run(out: Path, s: RLSettings, policy_spec: str, reward_name: str, pool):
+def _check_run(out: Path, s: RLSettings, seed: int, policy_spec: str, reward_name: str, pool):
     "Refuse a directory that holds a run with other settings (a changed `steps` or `save_every` is fine)."
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {k: v for k, v in asdict(s).items() if k not in ("steps", "save_every")}
-    _check_run_dir(out, json.loads(json.dumps({"policy": str(policy_spec), "reward": reward_name, **settings,
-                                               "prompts": [p.id for p in pool]})))  # as read back: tuples are lists
+    settings = {k: v for k, v in settings_record(s, seed=seed).items() if k not in ("steps", "save_every")}
+    claim_run_dir(out, {"policy": str(policy_spec), "reward": reward_name, **settings, "prompts": [p.id for p in pool]})
 
 def _open_logs(out: Path, start: int) -> tuple[RecordStore, RecordStore]:
     "metrics.jsonl and samples.jsonl, without the rows of steps after the checkpoint the run resumes from."
@@ -497,17 +464,18 @@ def save_policy(model, tok, out_dir, policy_spec: str, value_head: nn.Module | N
     return Path(out_dir)
 
 def train_ppo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
-              policy_spec: str = "", reward_name: str = "", progress: bool = True) -> Path:
+              seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
+              fmt: DialogueFormat = PAPER) -> Path:
     "PPO against `reward_fn` on prompts drawn from `pool`, resuming from the last checkpoint in `out_dir`."
     s, out = settings, Path(out_dir)
-    _check_run(out, s, policy_spec, reward_name, pool)
-    ppo = PPO(model, tok, reward_fn, s)
+    _check_run(out, s, seed, policy_spec, reward_name, pool)
+    ppo = PPO(model, tok, reward_fn, s, seed, fmt)
     ckpt = latest_checkpoint(out)
     start = load_checkpoint(ppo, ckpt) if ckpt else 0
     metrics, samples = _open_logs(out, start)
     bar = tqdm(range(start, s.steps), initial=start, total=s.steps, disable=not progress, desc="PPO")
     for k in bar:
-        row, rows = ppo.step(k, step_prompts(pool, k, s.batch_size, s.seed))
+        row, rows = ppo_step(ppo, k, step_prompts(pool, k, s.batch_size, seed))
         for r in rows: samples.append(r)
         metrics.append(row)
         bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
@@ -532,7 +500,7 @@ class _PMReward:
 
     def __call__(self, prompts, completions, completion_ids=None, request=None, category=None, harmful=None,
                  prompt_id=None, trainer_state=None, **kw) -> list[float]:
-        texts = [_cut_at_stops(c, self.s.stop).strip() for c in completions]
+        texts = [cut_at_stops(c, self.s.stop).strip() for c in completions]
         raw = [float(x) for x in self.reward_fn(list(request), texts)]
         step = trainer_state.global_step if trainer_state is not None else None
         check_finite("reward (preference-model score)", raw, step, "the reward function returned NaN/inf; check the PM")
@@ -581,17 +549,18 @@ def _rloo_callback(metrics: RecordStore, samples: RecordStore, reward: _PMReward
     return MetricsCallback()
 
 def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
-               policy_spec: str = "", reward_name: str = "", progress: bool = True, **trl_args) -> Path:
+               seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
+               fmt: DialogueFormat = PAPER, **trl_args) -> Path:
     "RLOO with TRL's `RLOOTrainer` against `reward_fn`; same run-directory layout and metrics as `train_ppo`."
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
     s, out = settings, Path(out_dir)
-    _check_run(out, s, policy_spec, reward_name, pool)
+    _check_run(out, s, seed, policy_spec, reward_name, pool)
     trl_dir = out / "trl"
     ckpts = sorted(trl_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     start = int(ckpts[-1].name.split("-")[1]) if ckpts else 0
     metrics, samples = _open_logs(out, start)
-    ds = Dataset.from_list([{"prompt": human_turn(p.text), "request": p.text, "category": p.category,
+    ds = Dataset.from_list([{"prompt": fmt.human_turn(p.text), "request": p.text, "category": p.category,
                              "harmful": p.harmful, "prompt_id": p.id} for p in pool])
     args = RLOOConfig(output_dir=str(trl_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
                       num_generations=s.rloo_k, max_completion_length=s.max_new_tokens, temperature=s.temperature,
@@ -599,11 +568,11 @@ def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir,
                       lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=s.max_grad_norm,
                       logging_steps=1, save_strategy="steps", save_steps=s.save_every, save_total_limit=2,
                       bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), use_vllm=False,
-                      gradient_checkpointing=False, remove_unused_columns=False, report_to="none", seed=s.seed,
-                      data_seed=s.seed, disable_tqdm=not progress, dataloader_pin_memory=False, **trl_args)
+                      gradient_checkpointing=False, remove_unused_columns=False, report_to="none", seed=seed,
+                      data_seed=seed, disable_tqdm=not progress, dataloader_pin_memory=False, **trl_args)
     reward = _PMReward(reward_fn, s, eos_ids(model, tok))
     with torch.random.fork_rng():
-        torch.manual_seed(derive_seed(s.seed, "init"))
+        torch.manual_seed(derive_seed(seed, "init"))
         trainer = RLOOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
                               peft_config=lora_config(s), callbacks=[_rloo_callback(metrics, samples, reward, s)])
     if not progress:
@@ -614,45 +583,13 @@ def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir,
     return out
 
 # %% ../nbs/08_rl_cai.ipynb #90e9301f
-def tiny_random_pm(seed: int = 0):
-    "A random tiny sequence-classification PM (one output) and its byte tokenizer: for tests and smoke runs."
-    from transformers import AutoModelForSequenceClassification
-    from cai_repro.models import byte_tokenizer, tiny_random_config
-    tok = byte_tokenizer()
-    with torch.random.fork_rng():
-        torch.manual_seed(derive_seed(seed, "tiny-random-pm"))
-        model = AutoModelForSequenceClassification.from_config(tiny_random_config(len(tok), num_labels=1))
-    return model.eval(), tok
-
-def load_reward(pm_spec, dtype="float32", batch_size: int = 8, seed: int = 0, device: str = "auto") -> RewardFn:
-    "The reward callable of a PM spec: a preference-model directory (on a GPU if there is one), or 'tiny-random'."
-    from cai_repro.preference_model import RewardScorer
-    if str(pm_spec) == "tiny-random": return RewardScorer(tiny_random_pm(seed), batch_size=batch_size)
-    d = Path(str(pm_spec)).expanduser()
-    if not d.is_dir(): raise InputError(d, None, "no such preference-model directory (train one with `cai-repro pm train`, or pass 'tiny-random')")
-    return RewardScorer(d, batch_size=batch_size, dtype=dtype, device=device)
-
 def train_rl(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
-             policy_spec: str = "", reward_name: str = "", progress: bool = True) -> Path:
+             seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
+             fmt: DialogueFormat = PAPER) -> Path:
     "`train_ppo` or `train_rloo`, as `settings.algo` says."
     train = train_ppo if settings.algo == "ppo" else train_rloo
-    return train(model, tok, reward_fn, pool, out_dir, settings, policy_spec=policy_spec, reward_name=reward_name, progress=progress)
-
-def rl_stage(policy_spec: str, pm_dir, rl: dict, dtype="float32", seed: int = 0, root=None) -> Path:
-    """The cached RL-CAI run directory (`metrics.jsonl`, `samples.jsonl`, `checkpoints/`, `snapshots/`, `policy/`) of `policy_spec`
-    optimised against the PM in `pm_dir` with the settings and prompts of a notebook's `rl` dict."""
-    s, pool = rl_settings(rl, seed), rl_pool(rl, seed)
-    reward_name = model_fingerprint(str(pm_dir))
-    inputs = {"policy": model_fingerprint(policy_spec), "pm": reward_name, "dtype": str(dtype),
-              "prompts": [p.to_json() for p in pool], "settings": asdict(s), "version": 2}  # 2: policy snapshots
-    def build(work):
-        # The policy trains in float32 on a CPU: in bf16 the per-token KL between policy and reference is dominated by
-        # rounding (it came out negative at step 1 in our measurement), and bf16 bought only ~10% there (17 s vs 19 s a step).
-        policy_dtype = dtype if torch.cuda.is_available() else "float32"
-        model, tok = load_model(policy_spec, dtype=policy_dtype, seed=seed, device="auto")
-        train_rl(model, tok, load_reward(pm_dir, dtype=dtype, seed=seed), pool, work, s, policy_spec=str(policy_spec),
-                 reward_name=reward_name)
-    return Stage("rl_cai", inputs, root=root).run(build)
+    return train(model, tok, reward_fn, pool, out_dir, settings, seed, policy_spec=policy_spec, reward_name=reward_name,
+                 progress=progress, fmt=fmt)
 
 # %% ../nbs/08_rl_cai.ipynb #eb254499
 def plot_rl_curves(metrics: Sequence[dict], path=None, caption: str = "", batch_size: int | None = None):

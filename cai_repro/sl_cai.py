@@ -13,66 +13,54 @@ from typing import Sequence
 
 import torch
 
-from .artifacts import InputError, RecordStore, Stage, atomic_dir, atomic_write_json, derive_seed, read_jsonl
-from .constitution import load_constitution
-from .critique_revision import assistant_prefix, critique_revision_stage, human_turn, load_records, TURN_MARKERS
-from .models import generate, load_model, load_model_cached, model_fingerprint
-from .prompts import Prompt, load_prompts, sample_prompts
+from .artifacts import RecordStore, atomic_dir, atomic_write_json, derive_seed
+from .config import SFTSettings
+from .dialogue import PAPER, DialogueFormat
+from .models import generate, load_model
+from .prompts import Prompt
 
 # %% auto #0
-__all__ = ['sample_helpful', 'helpful_samples_stage', 'sft_examples', 'train_sft', 'sft_stage', 'sl_cai_policy']
+__all__ = ['sample_helpful', 'sft_examples', 'train_sft']
 
 # %% ../nbs/04_sl_cai.ipynb #1b197943
 def sample_helpful(model, tok, prompts: Sequence[Prompt], out_file, prefix: str, max_new_tokens: int = 96,
-                   temperature: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = True) -> list[dict]:
+                   temperature: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = True,
+                   fmt: DialogueFormat = PAPER) -> list[dict]:
     "The model's answers to `prompts` (after `prefix`), one record per prompt in `out_file`."
     from tqdm.auto import tqdm
     store = RecordStore(out_file, key="id")
     todo = [p for p in prompts if p.id not in store]
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     for batch in tqdm(batches, disable=not progress, desc="helpfulness samples"):
-        outs = generate(model, tok, [human_turn(p.text) for p in batch], prefix=prefix, max_new_tokens=max_new_tokens,
+        outs = generate(model, tok, [fmt.human_turn(p.text) for p in batch], prefix=prefix, max_new_tokens=max_new_tokens,
                         temperature=temperature, row_seeds=[derive_seed(seed, "helpful", p.id) for p in batch],
-                        stop=TURN_MARKERS, batch_size=len(batch))
+                        stop=fmt.stop_strings, batch_size=len(batch))
         for p, o in zip(batch, outs):
             store.append({"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful, "response": o.strip()})
     by_id = {r["id"]: r for r in store.records}
     return [by_id[p.id] for p in prompts]
 
-def helpful_samples_stage(model_spec: str, sft: dict, constitution_path="default", dtype="float32", seed: int = 0) -> Path:
-    "A cached directory whose `samples.jsonl` holds the policy's answers to `sft['n_helpful']` benign prompts."
-    from cai_repro.artifacts import content_digest
-    from cai_repro.constitution import resolve_constitution
-    path = resolve_constitution(constitution_path)
-    prompts = sample_prompts(load_prompts(sft["helpful_prompts"]), sft["n_helpful"], seed=seed)
-    inputs = {"model": model_fingerprint(model_spec), "dtype": str(dtype), "constitution": content_digest(path),
-              "prompts": [p.to_json() for p in prompts], "tokens": sft["helpful_tokens"], "seed": seed}
-    def build(work):
-        model, tok = load_model_cached(model_spec, dtype=dtype)
-        sample_helpful(model, tok, prompts, work / "samples.jsonl", assistant_prefix(load_constitution(path)),
-                       max_new_tokens=sft["helpful_tokens"], seed=seed)
-    return Stage("helpful_samples", inputs).run(build)
-
 # %% ../nbs/04_sl_cai.ipynb #408cee34
-def sft_examples(records: Sequence[dict], helpful: Sequence[dict], revision: str = "final") -> tuple[list[dict], dict]:
+def sft_examples(records: Sequence[dict], helpful: Sequence[dict], revision: str = "final",
+                 fmt: DialogueFormat = PAPER) -> tuple[list[dict], dict]:
     "Prompt–completion examples for SFT, and counts of what went in and what was left out."
     if revision not in ("final", "all"): raise ValueError("revision must be 'final' or 'all'")
     rows, dropped = [], 0
     for r in records:
         revs = [s["revision"] for s in r["steps"]] if revision == "all" else [r["steps"][-1]["revision"] if r["steps"] else r["initial"]]
         for text in revs:
-            if text.strip(): rows.append({"prompt": human_turn(r["prompt"]), "completion": " " + text.strip(), "kind": "revision"})
+            if text.strip(): rows.append({"prompt": fmt.human_turn(r["prompt"]), "completion": fmt.response(text.strip()), "kind": "revision"})
             else: dropped += 1
     for h in helpful:
-        if h["response"].strip(): rows.append({"prompt": human_turn(h["prompt"]), "completion": " " + h["response"].strip(), "kind": "helpful"})
+        if h["response"].strip(): rows.append({"prompt": fmt.human_turn(h["prompt"]), "completion": fmt.response(h["response"].strip()), "kind": "helpful"})
         else: dropped += 1
     counts = {"revision": sum(r["kind"] == "revision" for r in rows), "helpful": sum(r["kind"] == "helpful" for r in rows),
               "dropped_empty": dropped}
     return rows, counts
 
 # %% ../nbs/04_sl_cai.ipynb #c9dc58c5
-def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: dict, dtype="float32", seed: int = 0,
-              work_dir=None) -> Path:
+def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: SFTSettings = SFTSettings(), dtype="float32",
+              seed: int = 0, work_dir=None) -> Path:
     "Fine-tune `model_spec` on prompt–completion `examples`; save a model directory loadable by `load_model`."
     from datasets import Dataset
     from peft import LoraConfig
@@ -83,13 +71,13 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: dict, dty
     model, tok = load_model(model_spec, dtype=dtype if torch.cuda.is_available() else "float32", seed=seed)
     if not examples: raise ValueError("no training examples (every revision and helpfulness sample was empty?)")
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]).shuffle(seed=seed)
-    args = SFTConfig(output_dir=str(work), num_train_epochs=sft["epochs"], learning_rate=sft["lr"],
-                     per_device_train_batch_size=sft["batch_size"], max_length=sft["max_length"], logging_steps=1,
-                     save_strategy="steps", save_steps=max(1, math.ceil(len(ds) / sft["batch_size"]) // 2), save_total_limit=1,
+    args = SFTConfig(output_dir=str(work), num_train_epochs=sft.epochs, learning_rate=sft.lr,
+                     per_device_train_batch_size=sft.batch_size, max_length=sft.max_length, logging_steps=1,
+                     save_strategy="steps", save_steps=max(1, math.ceil(len(ds) / sft.batch_size) // 2), save_total_limit=1,
                      bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed,
                      data_seed=seed, lr_scheduler_type="cosine", warmup_steps=0.1, dataloader_pin_memory=False,
                      disable_tqdm=False, gradient_checkpointing=False)  # TRL defaults it on: a second forward per step
-    lora = None if sft.get("full") else LoraConfig(r=sft["lora_r"], lora_alpha=sft["lora_alpha"], lora_dropout=0.0,
+    lora = None if sft.full else LoraConfig(r=sft.lora_r, lora_alpha=sft.lora_alpha, lora_dropout=0.0,
                                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
     resume = any(work.glob("checkpoint-*"))
@@ -97,24 +85,6 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: dict, dty
     with atomic_dir(out_dir) as d:
         trainer.model.save_pretrained(d, safe_serialization=True)
         tok.save_pretrained(d)
-        (d / "cai_repro.json").write_text(json.dumps({"base_model": model_spec, "kind": "sl-cai", "full": bool(sft.get("full"))}))
+        (d / "cai_repro.json").write_text(json.dumps({"base_model": model_spec, "kind": "sl-cai", "full": bool(sft.full)}))
         atomic_write_json(d / "train_log.json", trainer.state.log_history)
     return Path(out_dir)
-
-# %% ../nbs/04_sl_cai.ipynb #dcbdc8d8
-def sft_stage(model_spec: str, cr: dict, sft: dict, constitution_path="default", dtype="float32", seed: int = 0) -> Path:
-    "The cached SL-CAI model directory: critique → revision records plus helpfulness samples, fine-tuned."
-    records_dir = critique_revision_stage(model_spec, cr, constitution_path, dtype=dtype, seed=seed)
-    helpful_dir = helpful_samples_stage(model_spec, sft, constitution_path, dtype=dtype, seed=seed)
-    inputs = {"model": model_fingerprint(model_spec), "records": str(records_dir), "helpful": str(helpful_dir),
-              "sft": sft, "seed": seed, "dtype": str(dtype)}
-    def build(work):
-        examples, counts = sft_examples(load_records(records_dir), read_jsonl(helpful_dir / "samples.jsonl"), sft["revision"])
-        atomic_write_json(work / "data_counts.json", counts)
-        train_sft(model_spec, examples, work / "model", sft, dtype=dtype, seed=seed, work_dir=work / "checkpoints")
-    return Stage("sl_cai", inputs).run(build)
-
-# %% ../nbs/04_sl_cai.ipynb #688b678b
-def sl_cai_policy(model_spec: str, cr: dict, sft: dict, constitution_path="default", dtype="float32", seed: int = 0) -> str:
-    "The SL-CAI model directory, built if needed, as a model spec."
-    return str(sft_stage(model_spec, cr, sft, constitution_path, dtype, seed) / "model")

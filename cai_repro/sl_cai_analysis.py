@@ -5,32 +5,14 @@
 # %% ../nbs/05_sl_cai_analysis.ipynb #a6b073fe
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from .artifacts import bootstrap_ci
-from .critique_revision import human_turn
+from .scoring import Scorer
 
 # %% auto #0
-__all__ = ['Scorer', 'contrast_scorer', 'pm_scorer', 'revision_scores']
-
-# %% ../nbs/05_sl_cai_analysis.ipynb #c9e54705
-Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]
-
-def contrast_scorer(model, tok, descriptions: Sequence[str], **kw) -> Scorer:
-    "Score = mean over `descriptions` of log p(response | description + conversation) − log p(response | conversation)."
-    from cai_repro.feedback import contrast_scores
-    def score(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        out = contrast_scores(model, tok, [human_turn(p) for p in prompts], [[r] for r in responses], descriptions, **kw)
-        return np.array([o[0] for o in out])
-    return score
-
-def pm_scorer(pm_dir) -> Scorer:
-    "Score = the preference model's reward for each (prompt, response)."
-    from cai_repro.preference_model import RewardScorer
-    rs = RewardScorer(pm_dir)
-    return lambda prompts, responses: np.array(rs.score(list(prompts), list(responses)))
+__all__ = ['revision_scores']
 
 # %% ../nbs/05_sl_cai_analysis.ipynb #4a7357e6
 def revision_scores(records: Sequence[dict], scorer: Scorer) -> np.ndarray:

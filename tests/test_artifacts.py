@@ -3,8 +3,8 @@ import warnings
 
 import pytest
 
-from cai_repro.artifacts import (InputError, RecordStore, atomic_dir, atomic_write_json, derive_seed, load_yaml,
-                                 read_jsonl)
+from cai_repro.artifacts import (InputError, RecordStore, atomic_dir, atomic_write_json, bundled_dir, checkout_dir,
+                                 claim_run_dir, derive_seed, load_yaml, read_jsonl)
 
 
 def test_read_jsonl_names_file_and_line(tmp_path):
@@ -67,3 +67,29 @@ def test_load_yaml_lines_and_errors(tmp_path):
 def test_derive_seed_is_stable_and_distinct():
     assert derive_seed(0, "a") == derive_seed(0, "a")
     assert len({derive_seed(0, i) for i in range(100)}) == 100
+
+
+def test_read_jsonl_with_lines(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "a"}\n\n{"prompt": "b"}\n')
+    assert read_jsonl(f, with_lines=True) == [(1, {"prompt": "a"}), (3, {"prompt": "b"})]
+    assert read_jsonl(f) == [{"prompt": "a"}, {"prompt": "b"}]
+
+
+def test_claim_run_dir_refuses_other_settings(tmp_path):
+    config = {"model": "tiny-random", "settings": {"revisions": 2, "stop": ("a", "b")}}
+    assert claim_run_dir(tmp_path / "run", config) == tmp_path / "run"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["stop"] == ["a", "b"]
+    claim_run_dir(tmp_path / "run", config)  # the same settings (tuples read back as lists): accepted
+    with pytest.raises(InputError, match=r"config.json: this directory holds a run with other settings \(model, settings\)"):
+        claim_run_dir(tmp_path / "run", {"model": "x", "settings": {"revisions": 3}})
+
+
+def test_bundled_dirs_are_the_checkouts():
+    root = checkout_dir()
+    assert root is not None and (root / "settings.ini").is_file()
+    for kind, sub in {"constitutions": "constitutions", "profiles": "profiles", "prompts": "data/prompts",
+                      "refusals": "data/refusals", "nbs": "nbs"}.items():
+        assert bundled_dir(kind) == root / sub and bundled_dir(kind).is_dir(), kind
+    with pytest.raises(KeyError, match="no bundled data"):
+        bundled_dir("models")

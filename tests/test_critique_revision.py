@@ -5,8 +5,10 @@ import pytest
 
 from cai_repro.artifacts import InputError, read_jsonl
 from cai_repro.constitution import load_constitution
-from cai_repro.critique_revision import (CopyMeter, CritiqueRevisionSettings, chain_text, critique_revise,
-                                         critique_revision_prefix, text_flags)
+from cai_repro.config import CritiqueRevisionSettings
+from cai_repro.critique_revision import chain_turns, critique_revise, critique_revision_prefix
+from cai_repro.dialogue import PAPER
+from cai_repro.monitors import CopyMeter, text_flags
 from cai_repro.prompts import bundled_prompts
 
 from conftest import cli
@@ -43,7 +45,7 @@ def test_each_step_is_conditioned_on_everything_before(tiny, prompts, tmp_path, 
     critique2_prompt = seen[3][0]  # calls: initial, critique1, revision1, critique2, revision2
     assert r["initial"] in critique2_prompt and r["steps"][0]["critique"] in critique2_prompt
     assert r["steps"][0]["revision"] in critique2_prompt and critique2_prompt.endswith("\n\nCritique:")
-    assert chain_text(r["prompt"], r["initial"], []).startswith("\n\nHuman: ")
+    assert PAPER.render(chain_turns(r["prompt"], r["initial"], [])).startswith("\n\nHuman: ")
 
 
 def test_resume_recomputes_only_missing_and_reproduces(tiny, prompts, tmp_path):

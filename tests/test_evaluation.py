@@ -1,13 +1,14 @@
-"Failure-mode monitors (cai_repro.evaluation): boilerplate, diversity, refusals, readers, drift, the CLI, and the paper's claims on its own samples."
+"Failure-mode monitors (cai_repro.monitors): boilerplate, diversity, refusals, readers, drift, the CLI, and the paper's claims on its own samples."
 import json
 import math
 
 import pytest
 
 from cai_repro.artifacts import InputError
-from cai_repro.evaluation import (REFUSAL_DEV_SET, REFUSAL_HELDOUT_SET, bootstrap_ci, classify_refusal, detector_scores,
-                                  distinct_n, drift_report, monitor_responses, pairwise_similarity, read_metrics,
-                                  read_responses, repeated_ngram_share, words)
+from cai_repro.monitors import (classify_refusal, detector_scores, distinct_n, drift_report, monitor_responses,
+                                pairwise_similarity, read_metrics, read_responses, refusal_examples, repeated_ngram_share,
+                                words)
+from cai_repro.stats import bootstrap_ci
 from conftest import cli
 
 # Twenty questions with answers phrased each its own way (written for this test).
@@ -106,8 +107,9 @@ def test_monitor_keys_and_empty():
 def test_refusal_detector_on_hand_labelled_sets():
     "Thresholds: the dev set shaped the grammar, so it must be (near) perfect; the held-out set (40 items, 21 positive)"
     "allows two errors per target — a regression in the grammar costs more than that."
-    dev, held = detector_scores(REFUSAL_DEV_SET), detector_scores(REFUSAL_HELDOUT_SET)
-    assert len(REFUSAL_DEV_SET) == 60 and len(REFUSAL_HELDOUT_SET) == 40
+    dev_set, held_set = refusal_examples("dev"), refusal_examples("heldout")
+    dev, held = detector_scores(dev_set), detector_scores(held_set)
+    assert len(dev_set) == 60 and len(held_set) == 40
     for target in ("declines", "evasive"):
         assert dev[target]["precision"] >= 0.95 and dev[target]["recall"] >= 0.95, dev[target]
         assert held[target]["precision"] >= 0.85 and held[target]["recall"] >= 0.9, held[target]
@@ -232,7 +234,7 @@ def test_drift_flags_runaway_not_healthy(tmp_path):
 
 def test_drift_plot_and_bad_metrics(tmp_path):
     import matplotlib; matplotlib.use("Agg")
-    from cai_repro.evaluation import plot_drift
+    from cai_repro.monitors import plot_drift
     m = read_metrics(_metrics(tmp_path / "r.jsonl", True))
     plot_drift(m, path=tmp_path / "drift.png")
     assert (tmp_path / "drift.png").stat().st_size > 1000

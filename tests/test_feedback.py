@@ -1,4 +1,4 @@
-"AI feedback: the multiple-choice scorer, the evaluations, the labellers and `cai-repro eval` / `cai-repro label`."
+"AI feedback: the multiple-choice scorer (cai_repro.scoring), the evaluations (cai_repro.hhh_evals), the labellers (cai_repro.feedback) and `cai-repro eval` / `cai-repro label`."
 import json
 import math
 
@@ -7,13 +7,17 @@ import pytest
 from conftest import cli
 
 import cai_repro.feedback as fb
+import cai_repro.hhh_evals as he
 from cai_repro.cli import main
 from cai_repro.artifacts import InputError, Unavailable
+from cai_repro.config import CompareSettings, EvalSettings, FeedbackSettings
 from cai_repro.constitution import load_constitution
-from cai_repro.feedback import (CompareSettings, EvalDataUnavailable, EvalItem, EvalSettings, LabelSettings, clamp_prob,
-                                compare_eval, debiased_p_correct, download_evals, ensemble_label, fit_tau, label_pairs,
-                                load_eval, multiple_choice, multiple_choice_probs, read_pairs, score_eval, swap_bodies)
-from cai_repro.models import naive_continuation_logprob
+from cai_repro.dialogue import PAPER
+from cai_repro.feedback import clamp_prob, ensemble_label, label_pairs, read_pairs, swap_bodies
+from cai_repro.hhh_evals import (EvalDataUnavailable, EvalItem, compare_eval, debiased_p_correct, download_evals, load_eval,
+                                 score_eval)
+from cai_repro.scoring import multiple_choice, multiple_choice_probs, naive_continuation_logprob
+from cai_repro.stats import fit_tau
 
 # Items written for these tests (never Anthropic's text).
 ITEMS = [
@@ -89,7 +93,7 @@ def test_debias_arithmetic():
 
 def test_position_biased_model_plain_vs_debiased(monkeypatch):
     "An always-(A) model: right exactly on the (A) items in the plain score; never above 0.5 once debiased."
-    monkeypatch.setattr(fb, "multiple_choice_probs", always_a)
+    monkeypatch.setattr(he, "multiple_choice_probs", always_a)
     items = [EvalItem(**it) for it in ITEMS]
     res = score_eval(None, None, items, EvalSettings(debias=True))
     assert [r["correct"] for r in res["items"]] == [True, False, False]
@@ -109,7 +113,7 @@ def test_clamp_and_ensemble_arithmetic():
     assert clamp_prob(0.99, None) == 0.99
     assert ensemble_label([0.2, 0.4, 0.9]) == pytest.approx(0.5)
     with pytest.raises(ValueError):
-        LabelSettings(clamp=(0.7, 0.3))
+        FeedbackSettings(clamp=(0.7, 0.3))
 
 
 def test_cot_labels_are_clamped_then_averaged(tiny, tmp_path, monkeypatch):
@@ -118,7 +122,7 @@ def test_cot_labels_are_clamped_then_averaged(tiny, tmp_path, monkeypatch):
         return [np.array([p, 1 - p]) for p in (next(extreme) for _ in prompts)], [["chain"] for _ in prompts]
     monkeypatch.setattr(fb, "cot_probs", fake_cot)
     model, tok = tiny
-    s = LabelSettings(cot=True, ensemble=3, clamp=(0.4, 0.6), batch_size=1)
+    s = FeedbackSettings(cot=True, ensemble=3, clamp=(0.4, 0.6), batch_size=1)
     rec = label_pairs(model, tok, PAIRS[:1], load_constitution("default"), tmp_path, s, progress=False)[0]
     assert [q["p_a"] for q in rec["principles"]] == [0.6, 0.4, 0.55]
     assert rec["p_a"] == pytest.approx((0.6 + 0.4 + 0.55) / 3, abs=1e-6)
@@ -128,7 +132,7 @@ def test_debiased_labels_average_both_orders(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(fb, "multiple_choice_probs", always_a)
     model, tok = tiny
     rec = label_pairs(model, tok, PAIRS[:1], load_constitution("default"), tmp_path,
-                      LabelSettings(debias=True, ensemble=2), progress=False)[0]
+                      FeedbackSettings(debias=True, ensemble=2), progress=False)[0]
     for q in rec["principles"]:  # shown first: P(A)=0.9; shown second: P(A better) = P(" (B)") = 0.1
         assert q["swapped"] == pytest.approx(0.1) and q["p_a"] == pytest.approx(0.5)
 
@@ -198,7 +202,7 @@ def test_cli_malformed_pairs_file_exits_2(tmp_path):
 def test_cli_label_refuses_contrast_with_debias(tmp_path, capsys):
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     assert run("label", "--model", "tiny-random", "--pairs", pairs, "--out", tmp_path / "o", "--method", "contrast", "--debias") == 2
-    assert "--method mc" in capsys.readouterr().err
+    assert "method mc" in capsys.readouterr().err
 
 
 def test_compare_schema_and_length_baseline(tiny, tmp_path):
@@ -226,11 +230,11 @@ def test_download_offline_raises_unavailable(tmp_path):
 
 
 def test_dev_slices_load(anthropic_dir):
-    counts = {name: len(load_eval(fb.eval_path(f"{name}-dev"))) for name in fb.EVALS}
+    counts = {name: len(load_eval(he.eval_path(f"{name}-dev"))) for name in he.EVALS}
     assert counts == {"hhh": 63, "harmful-vs-ethical": 43, "harm-type": 41}
     for name in ("hhh-dev", "harmful-vs-ethical-dev"):
-        assert all(fb.debias_applicable(it) for it in load_eval(fb.eval_path(name)))
-    assert not any(fb.debias_applicable(it) for it in load_eval(fb.eval_path("harm-type-dev")))
+        assert all(he.debias_applicable(it) for it in load_eval(he.eval_path(name)))
+    assert not any(he.debias_applicable(it) for it in load_eval(he.eval_path("harm-type-dev")))
 
 
 # --- labelling: resume, config ------------------------------------------------------------------------------------
@@ -238,14 +242,14 @@ def test_dev_slices_load(anthropic_dir):
 def test_label_resumes_after_a_kill(tiny, tmp_path, monkeypatch):
     model, tok = tiny
     c = load_constitution("default")
-    s = LabelSettings(ensemble=2, batch_size=2)
+    s = FeedbackSettings(ensemble=2, batch_size=2)
     whole = label_pairs(model, tok, PAIRS, c, tmp_path / "whole", s, progress=False)
-    real, calls = fb._label_batch, []
+    real, calls = fb.label_batch, []
     def dies_on_second_batch(*a, **kw):
         calls.append(1)
         if len(calls) == 2: raise KeyboardInterrupt
         return real(*a, **kw)
-    monkeypatch.setattr(fb, "_label_batch", dies_on_second_batch)
+    monkeypatch.setattr(fb, "label_batch", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         label_pairs(model, tok, PAIRS, c, tmp_path / "run", s, progress=False)
     assert len((tmp_path / "run" / "labels.jsonl").read_text().splitlines()) == 2
@@ -254,7 +258,7 @@ def test_label_resumes_after_a_kill(tiny, tmp_path, monkeypatch):
     assert len(calls) == 1  # only the unfinished batch was computed again
     assert resumed == whole
     with pytest.raises(InputError, match="other settings"):
-        label_pairs(model, tok, PAIRS, c, tmp_path / "run", LabelSettings(ensemble=3, batch_size=2), progress=False)
+        label_pairs(model, tok, PAIRS, c, tmp_path / "run", FeedbackSettings(ensemble=3, batch_size=2), progress=False)
 
 
 def test_cli_label_writes_records_and_config(tmp_path):
@@ -284,24 +288,25 @@ def test_pairs_file_validation(tmp_path):
 
 def test_contrast_labels_match_definition(tiny, tmp_path):
     "Contrast label of one principle = σ((Δ_A − Δ_B)/τ), Δ from the slow reference log-probs."
-    from cai_repro.critique_revision import human_turn
     model, tok = tiny
     c = load_constitution("default")
-    rec = label_pairs(model, tok, PAIRS[:1], c, tmp_path, LabelSettings(method="contrast", ensemble=1, tau=2.0), progress=False)[0]
+    rec = label_pairs(model, tok, PAIRS[:1], c, tmp_path, FeedbackSettings(method="contrast", ensemble=1, tau=2.0), progress=False)[0]
     q = next(p for p in c.feedback if p.id == rec["principles"][0]["principle_id"])
-    conv = human_turn(PAIRS[0]["prompt"])
+    conv = PAPER.human_turn(PAIRS[0]["prompt"])
     d = {r: naive_continuation_logprob(model, tok, q.description + conv, " " + PAIRS[0][r])
             - naive_continuation_logprob(model, tok, conv, " " + PAIRS[0][r]) for r in ("response_a", "response_b")}
     assert rec["p_a"] == pytest.approx(1 / (1 + math.exp(-(d["response_a"] - d["response_b"]) / 2.0)), abs=1e-4)
 
 
 def test_compare_pm_is_sigmoid_of_reward_difference(tmp_path, capsys):
-    "`--method pm` asks `preference_model.RewardScorer` for both conversations: P(correct better) = σ(r_c − r_w)."
-    from cai_repro.preference_model import RewardScorer, load_pm_base, save_pm
+    "`--method pm` asks `reward.RewardScorer` for both conversations: P(correct better) = σ(r_c − r_w)."
+    from cai_repro.preference_model import load_pm_base, save_pm
+    from cai_repro.reward import RewardScorer
     pm_model, pm_tok = load_pm_base("tiny-random", seed=0)  # an untrained head is enough to check the wiring
     d = save_pm(pm_model, pm_tok, tmp_path / "pm", {"base_model": "tiny-random"})
     items = [EvalItem(**h) for h in HHH]
-    res = compare_eval(None, None, items, load_constitution("default"), CompareSettings(method="pm"), pm_dir=d)
+    res = compare_eval(None, None, items, load_constitution("default"), CompareSettings(method="pm"),
+                      reward_fn=RewardScorer(d).score_conversations)
     r = RewardScorer(d).score_conversations([t for h in HHH for t in (h["text_correct"], h["text_incorrect"])])
     want = [1 / (1 + math.exp(-(r[0] - r[1]))), 1 / (1 + math.exp(-(r[2] - r[3])))]
     assert [x["p_correct"] for x in res["items"]] == pytest.approx(want, abs=1e-5)

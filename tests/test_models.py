@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-from cai_repro.models import (EncodedPrefix, ModelNotAvailableError, continuation_logprobs, convert_gguf, generate,
-                              load_model, load_tiny_random, naive_continuation_logprob)
+from cai_repro.models import EncodedPrefix, ModelNotAvailableError, convert_gguf, generate, load_model, load_tiny_random
+from cai_repro.scoring import continuation_logprobs, naive_continuation_logprob
 
 
 def test_tiny_random_is_seeded_and_small(tiny):
@@ -115,29 +115,29 @@ def test_sampling_follows_temperature(tiny):
 
 def test_per_row_sampler_draws_from_the_distribution():
     "The two-stage race: frequencies follow the probabilities, zero-probability tokens never come up, one-hot output."
-    from cai_repro.models import _PerRowSampler
+    from cai_repro.models import PerRowSampler
     probs = torch.tensor([0.0, 0.6, 0.0, 0.3, 0.1, 0.0])
     n = 4000
     scores = probs.log().expand(n, -1).clone()
-    out = _PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores)
+    out = PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores)
     assert torch.equal((out == 0).sum(-1), torch.ones(n, dtype=torch.long))
     freq = torch.bincount(out.argmax(-1), minlength=len(probs)) / n
     assert freq[probs == 0].sum() == 0
     assert torch.allclose(freq, probs, atol=0.03), freq
-    again = _PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores)
+    again = PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores)
     assert torch.equal(out, again)
 
 
 def test_per_row_sampler_is_stable_under_last_bit_noise():
     """bfloat16 logits move in their last bits when the rows around them change (a resumed batch). The draw must almost
     never change with them, or a resumed run would not reproduce the records it replaces (an inverse-CDF draw flips 3%)."""
-    from cai_repro.models import _PerRowSampler
+    from cai_repro.models import PerRowSampler
     torch.manual_seed(0)
     n, V = 4000, 4099  # not a multiple of the block size
     scores = (torch.randn(V) * 3).expand(n, -1).clone()
     noisy = scores + torch.randn(n, V) * 1e-3
-    a = _PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores).argmax(-1)
-    b = _PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, noisy).argmax(-1)
+    a = PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, scores).argmax(-1)
+    b = PerRowSampler(range(n), 1.0, 1.0, "cpu")(None, noisy).argmax(-1)
     assert (a != b).float().mean() < 0.005
 
 

@@ -1,4 +1,4 @@
-"The preference model: soft Bradley–Terry loss, the RewardTrainer subclass, training, saving, scoring, and the CLI."
+"The preference model: soft Bradley–Terry loss, the RewardTrainer subclass, training, saving, scoring (cai_repro.reward), the pipeline stage, and the CLI."
 import json
 import math
 
@@ -7,10 +7,16 @@ import torch
 import torch.nn.functional as F
 from conftest import cli
 
-from cai_repro.preference_model import (RewardScorer, SoftPreferenceCollator, SoftRewardTrainer, conversation,
-                                        label_comparisons, load_pm_base, load_reward_model, pm_dataset, pm_settings,
-                                        pm_stage, read_labels, save_pm, soft_bt_loss, split_heldout, synthetic_labels,
+from cai_repro.artifacts import InputError
+from cai_repro.config import PMSettings, load_params, settings_from
+from cai_repro.dialogue import PAPER
+from cai_repro.pipeline import Pipeline
+from cai_repro.preference_model import (SoftPreferenceCollator, SoftRewardTrainer, label_comparisons, load_pm_base,
+                                        pm_dataset, read_labels, save_pm, soft_bt_loss, split_heldout, synthetic_labels,
                                         train_pm, write_labels)
+from cai_repro.reward import RewardScorer, load_reward_model
+
+conversation = PAPER.conversation
 
 
 def _sigmoid(x): return 1 / (1 + math.exp(-x))
@@ -74,8 +80,8 @@ def test_training_reduces_loss_and_separates_a_toy_set(tmp_path):
         r = scorer.score_conversations([t for c in comps for t in (c["chosen"], c["rejected"])])
         return sum(a - b for a, b in zip(r[0::2], r[1::2])) / len(comps)
     gap0 = gap(before)
-    model, tok, log = train_pm("tiny-random", comps, tmp_path / "ckpt", dict(full=True, lr=3e-3, max_steps=12, batch_size=8,
-                                                                              max_length=128, save_steps=100), seed=0, progress=False)
+    model, tok, log = train_pm("tiny-random", comps, tmp_path / "ckpt", PMSettings(full=True, lr=3e-3, max_steps=12, batch_size=8,
+                                                                                max_length=128, save_steps=100), seed=0, progress=False)
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) == 12
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
@@ -89,7 +95,7 @@ def test_training_reduces_loss_and_separates_a_toy_set(tmp_path):
 def trained_pm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pm")
     comps = label_comparisons(synthetic_labels(8, seed=3))
-    model, tok, _ = train_pm("tiny-random", comps, tmp / "ckpt", dict(max_steps=2, batch_size=4, lr=1e-2, max_length=128),
+    model, tok, _ = train_pm("tiny-random", comps, tmp / "ckpt", PMSettings(max_steps=2, batch_size=4, lr=1e-2, max_length=128),
                              seed=0, progress=False)
     d = save_pm(model, tok, tmp / "pm", {"base_model": "tiny-random", "max_length": 128})
     return model, tok, d, comps
@@ -140,6 +146,30 @@ def test_reward_scorer_is_a_trl_reward_callable(trained_pm):
     assert get_callable_name(s) == "preference_model"
 
 
+def _audit_scores():
+    rows = [("x", 1.0, 0.0), ("x", 0.5, 0.0), ("y", 0.0, 1.0), ("y", 0.2, 0.1)]
+    return [{"source": "ai-harmlessness", "p": 0.8, "category": c, "r_chosen": a, "r_rejected": b} for c, a, b in rows] + [
+        {"source": "standin-refusal", "p": 1.0, "category": "helpful", "r_chosen": 0.0, "r_rejected": 1.0},  # not AI-labelled
+        {"source": "ai-harmlessness", "p": 0.5, "category": "x", "r_chosen": 0.0, "r_rejected": 9.0}]       # a tie: no side
+
+
+def test_category_audit_and_its_plot(tmp_path):
+    import matplotlib; matplotlib.use("Agg")
+    from cai_repro.reward import category_audit, plot_audit
+    audit = category_audit(_audit_scores())
+    assert [(a["category"], a["n"], a["accuracy"]) for a in audit] == [("x", 2, 1.0), ("y", 2, 0.5)]
+    assert audit[0]["mean_gap"] == pytest.approx(0.75) and audit[0]["se_gap"] == pytest.approx(0.25)
+    assert plot_audit(audit, tmp_path / "audit.png", "caption").stat().st_size > 1000
+
+
+def test_calibration_plot(tmp_path):
+    import matplotlib; matplotlib.use("Agg")
+    from cai_repro.reward import plot_calibration
+    from cai_repro.stats import calibration_bins
+    bins = calibration_bins([0.1, 0.6, 0.9, 0.8], [0, 1, 1, 0])
+    assert plot_calibration({"toy": bins, "empty": []}, tmp_path / "cal.png", "caption").stat().st_size > 1000
+
+
 def test_read_labels_errors_name_file_and_line(tmp_path):
     good = synthetic_labels(3, seed=0)
     f = write_labels(tmp_path / "labels.jsonl", good)
@@ -180,20 +210,29 @@ def test_label_orientation_and_heldout_split():
 
 
 def test_pm_settings_reject_unknown_keys():
-    assert pm_settings({"lr": 1e-3})["lr"] == 1e-3
-    with pytest.raises(ValueError, match="unknown pm settings: lrr"):
-        pm_settings({"lrr": 1})
+    assert settings_from(PMSettings, {"lr": 1e-3}).lr == 1e-3
+    with pytest.raises(InputError, match=r"unknown key 'lrr' \(did you mean 'lr'\?"):
+        settings_from(PMSettings, {"lrr": 1})
 
 
-def test_pm_stage_is_cached(tmp_path):
+def test_pm_stage_is_cached(tmp_path, monkeypatch):
+    "`Pipeline.preference_model`: trained once on the labels stage, then read from the cache; other settings, another stage."
+    monkeypatch.setenv("CAI_REPRO_CACHE", str(tmp_path / "cache"))
     labels = write_labels(tmp_path / "labels.jsonl", synthetic_labels(8, seed=0))
     pm = dict(helpful="none", max_steps=1, batch_size=4, max_length=128, heldout=0.25)
-    d = pm_stage("tiny-random", pm, labels, seed=0, root=tmp_path / "stages")
+
+    def pipeline(**overrides):
+        p = Pipeline(load_params("smoke", pm={**pm, **overrides}), root=tmp_path / "stages", progress=False)
+        p.labels = lambda: labels  # the labels stage, given: no SL-CAI policy to sample pairs from
+        return p
+
+    d = pipeline().preference_model()
+    assert d.parent == tmp_path / "stages" and (d / "STAGE.json").exists()
     metrics = json.loads((d / "metrics.json").read_text())
     assert metrics["train_steps"] == 1 and metrics["heldout"]["n"] == 2
     assert len((d / "scores.jsonl").read_text().splitlines()) == 8
-    assert pm_stage("tiny-random", pm, labels, seed=0, root=tmp_path / "stages") == d
-    assert pm_stage("tiny-random", {**pm, "lr": 1e-3}, labels, seed=0, root=tmp_path / "stages") != d
+    assert pipeline().preference_model() == d
+    assert pipeline(lr=5e-3).preference_model() != d  # the smoke profile trains at 1e-3
 
 
 def test_cli_train_then_eval(tmp_path):
@@ -239,6 +278,6 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 
 def test_hhh_dev_slice_loads(anthropic_dir):
-    from cai_repro.preference_model import read_pairs
-    pairs = read_pairs(anthropic_dir / "evals" / "438HHHEvaluations.dev-slice.jsonl")
+    from cai_repro.reward import read_comparison_pairs
+    pairs = read_comparison_pairs(anthropic_dir / "evals" / "438HHHEvaluations.dev-slice.jsonl")
     assert len(pairs) == 63 and all(a.startswith("\n\nHuman:") and a != b for a, b in pairs)

@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from conftest import ROOT, cli
-from cai_repro.critique_revision import human_turn
+from cai_repro.config import RLSettings
+from cai_repro.dialogue import PAPER
 from cai_repro.models import load_model, load_tiny_random
-from cai_repro.rl import (KeywordReward, NonFiniteError, PPO, RLSettings, Rollouts, check_finite, gae, latest_checkpoint,
-                          load_metrics, penalised_scores, ppo_losses, response_end, rl_prompts, step_prompts,
-                          token_rewards, train_ppo, train_rloo, whiten)
+from cai_repro.rl import (KeywordReward, NonFiniteError, PPO, Rollouts, check_finite, gae, latest_checkpoint, load_metrics,
+                          penalised_scores, ppo_losses, ppo_step, response_end, rl_prompts, step_prompts, token_rewards,
+                          train_ppo, train_rloo, whiten)
+
+human_turn = PAPER.human_turn
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +41,7 @@ def strip_time(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
+RUN = dict(policy_spec="tiny-random", reward_name="toy", progress=False)  # train_ppo/train_rloo's keywords after the seed
 SMALL = RLSettings(steps=4, batch_size=4, max_new_tokens=8, minibatch_size=2, ppo_epochs=2, lr=1e-2, kl_coef=0.05,
                    lora_r=4, lora_alpha=8, save_every=2, samples_per_step=2)
 
@@ -82,11 +86,11 @@ def test_response_end_and_reward_on_last_real_token(tiny):
 def test_logprobs_are_those_generate_sampled_from():
     "Our one-pass log-probs (left-padded queries, temperature) equal the distribution transformers sampled from."
     from transformers import GenerationConfig
-    from cai_repro.models import _left_pad
+    from cai_repro.models import left_pad
     from cai_repro.rl import response_hidden, response_logprobs
     model, tok = load_model("tiny-random")
     qs = [human_turn("Hi"), human_turn("How do I fix a flat bicycle tyre on a long ride?")]  # different lengths: padding
-    ids, mask = _left_pad([tok(q).input_ids for q in qs], tok.pad_token_id, "cpu")
+    ids, mask = left_pad([tok(q).input_ids for q in qs], tok.pad_token_id, "cpu")
     torch.manual_seed(0)
     config = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=0.7, top_k=0, top_p=1.0, pad_token_id=0,
                               eos_token_id=[1], return_dict_in_generate=True, output_logits=True)
@@ -108,7 +112,7 @@ def test_missing_eos_penalty_in_a_step(pool):
     "Truncated responses (almost all of a tiny random model's) pay the penalty: score = reward − 0.75 × share truncated."
     model, tok = load_model("tiny-random")
     s = replace(SMALL, max_new_tokens=4, missing_eos_penalty=0.75, stop=())
-    row, samples = PPO(model, tok, KeywordReward("a"), s).step(0, step_prompts(pool, 0, 4))
+    row, samples = ppo_step(PPO(model, tok, KeywordReward("a"), s), 0, step_prompts(pool, 0, 4))
     assert row["ended_frac"] < 1
     assert math.isclose(row["score_mean"], row["reward_mean"] - 0.75 * (1 - row["ended_frac"]), abs_tol=1e-6)
     assert all(r["ended"] == (r["length"] < 4) for r in samples)
@@ -151,7 +155,7 @@ def test_check_finite_names_the_quantity():
 
 def test_kl_is_zero_at_step_zero(pool):
     model, tok = load_model("tiny-random")
-    row, samples = PPO(model, tok, KeywordReward("a"), SMALL).step(0, step_prompts(pool, 0, 4))
+    row, samples = ppo_step(PPO(model, tok, KeywordReward("a"), SMALL), 0, step_prompts(pool, 0, 4))
     assert row["kl"] == 0.0 and row["kl_per_token"] == 0.0
     assert len(samples) == SMALL.samples_per_step and {"prompt", "response", "reward", "ended"} <= set(samples[0])
 
@@ -160,7 +164,7 @@ def test_nan_reward_raises_naming_it(pool):
     model, tok = load_model("tiny-random")
     nan_pm = lambda prompts, completions: [float("nan")] * len(completions)
     with pytest.raises(NonFiniteError, match="step 0: reward"):
-        PPO(model, tok, nan_pm, SMALL).step(0, step_prompts(pool, 0, 4))
+        ppo_step(PPO(model, tok, nan_pm, SMALL), 0, step_prompts(pool, 0, 4))
 
 
 def test_nan_in_the_policy_or_values_raises_naming_it(pool):
@@ -168,14 +172,14 @@ def test_nan_in_the_policy_or_values_raises_naming_it(pool):
     ppo = PPO(model, tok, KeywordReward("a"), SMALL)
     with torch.no_grad(): ppo.value_head.v.bias.fill_(float("nan"))
     with pytest.raises(NonFiniteError, match="step 0: values"):
-        ppo.step(0, step_prompts(pool, 0, 4))
+        ppo_step(ppo, 0, step_prompts(pool, 0, 4))
     model, tok = load_model("tiny-random")
     ppo = PPO(model, tok, KeywordReward("a"), SMALL)
     with torch.no_grad():
         for n, p in ppo.model.named_parameters():
             if "lora_B" in n: p.fill_(float("nan"))
     with pytest.raises(NonFiniteError, match="step 0: policy"):
-        ppo.step(0, step_prompts(pool, 0, 4))
+        ppo_step(ppo, 0, step_prompts(pool, 0, 4))
 
 
 def test_ppo_raises_a_toy_reward(pool):
@@ -184,13 +188,13 @@ def test_ppo_raises_a_toy_reward(pool):
     s = RLSettings(batch_size=8, max_new_tokens=16, minibatch_size=4, ppo_epochs=4, lr=3e-2, kl_coef=0.0, lora_r=8,
                    lora_alpha=16, missing_eos_penalty=0.0, stop=())
     ppo = PPO(model, tok, KeywordReward("-"), s)
-    rewards = [ppo.step(k, step_prompts(pool, k, 8))[0]["reward_mean"] for k in range(6)]
+    rewards = [ppo_step(ppo, k, step_prompts(pool, k, 8))[0]["reward_mean"] for k in range(6)]
     assert sum(rewards[-2:]) / 2 > 3 * rewards[0], rewards
 
 
 def test_resume_after_crash_equals_uninterrupted_run(tmp_path, pool):
     tok = load_model("tiny-random")[1]
-    full = train_ppo(load_model("tiny-random")[0], tok, KeywordReward("a"), pool, tmp_path / "full", SMALL, "tiny-random", "toy", progress=False)
+    full = train_ppo(load_model("tiny-random")[0], tok, KeywordReward("a"), pool, tmp_path / "full", SMALL, 0, **RUN)
 
     calls = []
     def crashing(prompts, completions):
@@ -198,10 +202,10 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, pool):
         if len(calls) == 4: raise KeyboardInterrupt  # during step 3, after the checkpoint of step 2
         return KeywordReward("a")(prompts, completions)
     with pytest.raises(KeyboardInterrupt):
-        train_ppo(load_model("tiny-random")[0], tok, crashing, pool, tmp_path / "run", SMALL, "tiny-random", "toy", progress=False)
+        train_ppo(load_model("tiny-random")[0], tok, crashing, pool, tmp_path / "run", SMALL, 0, **RUN)
     assert latest_checkpoint(tmp_path / "run").name == "step-000002"
     assert len(load_metrics(tmp_path / "run")) == 3
-    train_ppo(load_model("tiny-random")[0], tok, KeywordReward("a"), pool, tmp_path / "run", SMALL, "tiny-random", "toy", progress=False)
+    train_ppo(load_model("tiny-random")[0], tok, KeywordReward("a"), pool, tmp_path / "run", SMALL, 0, **RUN)
     assert strip_time(load_metrics(tmp_path / "run")) == strip_time(load_metrics(full))
     assert (tmp_path / "run" / "samples.jsonl").read_text() == (full / "samples.jsonl").read_text()
     ckpt = latest_checkpoint(full)
@@ -216,10 +220,10 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path, pool):
 
 def test_rloo_writes_the_same_metrics(tmp_path, pool):
     model, tok = load_model("tiny-random")
-    ppo_dir = train_ppo(model, tok, KeywordReward("a"), pool, tmp_path / "ppo", replace(SMALL, steps=1), "tiny-random", "toy", progress=False)
+    ppo_dir = train_ppo(model, tok, KeywordReward("a"), pool, tmp_path / "ppo", replace(SMALL, steps=1), 0, **RUN)
     model, tok = load_model("tiny-random")
     s = replace(SMALL, algo="rloo", steps=2, rloo_k=2)
-    out = train_rloo(model, tok, KeywordReward("a"), pool, tmp_path / "rloo", s, "tiny-random", "toy", progress=False)
+    out = train_rloo(model, tok, KeywordReward("a"), pool, tmp_path / "rloo", s, 0, **RUN)
     rows = load_metrics(out)
     assert [r["step"] for r in rows] == [0, 1]
     assert set(rows[0]) == set(load_metrics(ppo_dir)[0])
@@ -232,7 +236,7 @@ def test_rloo_rejects_nan_rewards(tmp_path, pool):
     model, tok = load_model("tiny-random")
     s = replace(SMALL, algo="rloo", steps=1, rloo_k=2)
     with pytest.raises(NonFiniteError, match="reward"):
-        train_rloo(model, tok, lambda p, c: [float("nan")] * len(c), pool, tmp_path / "r", s, "tiny-random", "toy", progress=False)
+        train_rloo(model, tok, lambda p, c: [float("nan")] * len(c), pool, tmp_path / "r", s, 0, **RUN)
 
 
 def test_step_prompts_cover_the_pool_each_pass(pool):

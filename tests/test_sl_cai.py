@@ -4,12 +4,13 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from cai_repro.critique_revision import human_turn
+from cai_repro.config import SFTSettings
+from cai_repro.dialogue import PAPER
 from cai_repro.models import load_model
 from cai_repro.sl_cai import sft_examples, train_sft
 
-SFT = dict(epochs=2, lr=5e-3, batch_size=2, lora_r=4, lora_alpha=8, full=False, max_length=128)
-EXAMPLES = [{"prompt": human_turn(f"question {i}"), "completion": f" answer number {i}."} for i in range(6)]
+SFT = SFTSettings(epochs=2, lr=5e-3, batch_size=2, lora_r=4, lora_alpha=8, full=False, max_length=128)
+EXAMPLES = [{"prompt": PAPER.human_turn(f"question {i}"), "completion": f" answer number {i}."} for i in range(6)]
 
 
 def test_sft_examples_final_all_and_empty():
@@ -18,7 +19,7 @@ def test_sft_examples_final_all_and_empty():
     helpful = [{"prompt": "h", "response": "ok"}, {"prompt": "h2", "response": " "}]
     rows, counts = sft_examples(records, helpful, "final")
     assert counts == {"revision": 1, "helpful": 1, "dropped_empty": 2}
-    assert rows[0] == {"prompt": human_turn("p1"), "completion": " r2", "kind": "revision"}
+    assert rows[0] == {"prompt": PAPER.human_turn("p1"), "completion": " r2", "kind": "revision"}
     _, counts = sft_examples(records, helpful, "all")
     assert counts["revision"] == 3
     with pytest.raises(ValueError):
