@@ -9,22 +9,25 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
 
 # %% auto #0
 __all__ = ['BUNDLED', 'InputError', 'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
-           'atomic_write_json', 'atomic_dir', 'RecordStore', 'claim_run_dir', 'checkout_dir', 'bundled_dir',
-           'anthropic_data_dir', 'cache_dir', 'stages_dir', 'content_digest', 'Stage', 'write_summary', 'figures_dir',
-           'derive_seed', 'set_seed']
+           'atomic_write_json', 'atomic_dir', 'read_records', 'RecordStore', 'Busy', 'exclusive', 'claim_run_dir',
+           'NonFiniteError', 'check_finite', 'finite_guard', 'checkout_dir', 'bundled_dir', 'anthropic_data_dir',
+           'cache_dir', 'stages_dir', 'content_digest', 'sha256_file', 'file_manifest', 'manifest_problems', 'Damaged',
+           'stage_of', 'check_stage_files', 'Stage', 'write_summary', 'figures_dir', 'derive_seed', 'set_seed']
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -152,6 +155,17 @@ def atomic_dir(path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/artifacts.ipynb #e245883f
+def read_records(path, key: str = "id", required: Iterable[str] = ()) -> list[dict]:
+    "The records of a JSONL file whose `key` must be unique: a repeated key is an `InputError` naming its line."
+    rows, seen = [], {}
+    for n, row in read_jsonl(path, required=[key, *required], with_lines=True):
+        k = row[key]
+        if k in seen: raise InputError(path, n, f"duplicate {key} {k!r} (first on line {seen[k]}): two writers, or a file edited by hand")
+        seen[k] = n
+        rows.append(row)
+    return rows
+
+# %% ../nbs/artifacts.ipynb #e9a337ba
 class RecordStore:
     "An append-only JSONL file of finished records, keyed by `key`, that survives kills."
     def __init__(self, path, key: str = "id"):
@@ -171,7 +185,7 @@ class RecordStore:
             with self.path.open("r+b") as f: f.truncate(keep)
 
     def _read(self) -> list[dict]:
-        return read_jsonl(self.path, required=[self.key]) if self.path.exists() else []
+        return read_records(self.path, self.key) if self.path.exists() else []
 
     def __contains__(self, k) -> bool: return k in self.keys
     def __len__(self) -> int: return len(self.records)
@@ -188,18 +202,88 @@ class RecordStore:
         self.records.append(record); self.keys.add(record[self.key])
 
 # %% ../nbs/artifacts.ipynb #47b27b50
-def claim_run_dir(out, config: dict) -> Path:
-    "Record `config` in `out/config.json`, or check it against the one there; a run with other settings is refused."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    path, config = out / "config.json", json.loads(json.dumps(config))  # as read back: tuples are lists
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
-        if diff: raise InputError(path, None, f"this directory holds a run with other settings ({', '.join(diff)}); "
-                                              "use a new --out, or delete it to start over")
-    else:
-        atomic_write_json(path, config)
-    return out
+class Busy(Unavailable):
+    "Another process is writing this output; the message names it."
+
+_HELD: dict[str, list] = {}  # lock file -> [fd, depth], for re-entry within this process
+
+@contextlib.contextmanager
+def exclusive(path) -> Iterator[Path]:
+    "Hold the one-writer lock of `path` (a directory or a file) for the block; `Busy` if another process holds it."
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = str(path.parent / f".{path.name}.lock")
+    if lock in _HELD:
+        _HELD[lock][1] += 1
+        try: yield path
+        finally: _HELD[lock][1] -= 1
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise Busy(f"{path} is being written by another process (PID {holder}; lock {lock}). Wait for it to finish, "
+                       "or stop it; a rerun then resumes") from None
+        os.ftruncate(fd, 0); os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD[lock] = [fd, 1]
+        try: yield path
+        finally: del _HELD[lock]
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+# %% ../nbs/artifacts.ipynb #6d4922f7
+@contextlib.contextmanager
+def claim_run_dir(out, config: dict) -> Iterator[Path]:
+    """Hold `out`'s one-writer lock for the block, and record `config` in `out/config.json` or check it against the one
+    there: a run with other settings is refused."""
+    out = Path(out)
+    with exclusive(out):
+        out.mkdir(parents=True, exist_ok=True)
+        path, config = out / "config.json", json.loads(json.dumps(config))  # as read back: tuples are lists
+        if path.exists():
+            old = json.loads(path.read_text())
+            diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
+            if diff: raise InputError(path, None, f"this directory holds a run with other settings ({', '.join(diff)}); "
+                                                  "use a new --out, or delete it to start over")
+        else:
+            atomic_write_json(path, config)
+        yield out
+
+# %% ../nbs/artifacts.ipynb #e7e137b9
+class NonFiniteError(FloatingPointError):
+    "A training quantity became NaN or infinite; the message names the quantity and the step."
+
+def check_finite(name: str, x, step: int | None = None, hint: str = ""):
+    "Raise `NonFiniteError` naming `name` if `x` (a tensor or a list of numbers) holds a NaN or an infinity."
+    import torch
+    t = torch.as_tensor(x, dtype=torch.float32) if not torch.is_tensor(x) else x.detach()
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        where = f"step {step}: " if step is not None else ""
+        raise NonFiniteError(f"{where}{name} is not finite ({int(bad.sum())} of {t.numel()} values NaN/inf)"
+                             + (f"; {hint}" if hint else ""))
+
+# %% ../nbs/artifacts.ipynb #1dbfc1f8
+def finite_guard():
+    """A `transformers.TrainerCallback` that stops a Trainer with `NonFiniteError` at the first non-finite gradient
+    (checked just before the optimiser step, so the weights and the last checkpoint stay good) or logged loss."""
+    import torch
+    from transformers import TrainerCallback
+
+    class FiniteGuard(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            for name, p in model.named_parameters():
+                if p.grad is not None and not torch.isfinite(p.grad).all():
+                    raise NonFiniteError(f"step {state.global_step + 1}: the gradient of {name} is not finite (NaN/inf); "
+                                         f"the last checkpoint in {args.output_dir} is intact, and a rerun resumes from it")
+        def on_log(self, args, state, control, logs=None, **kw):
+            for k in ("loss", "grad_norm"):
+                v = (logs or {}).get(k)
+                if v is not None and not math.isfinite(v):
+                    raise NonFiniteError(f"step {state.global_step}: the training {k.replace('_', ' ')} is {v}; "
+                                         f"the last checkpoint in {args.output_dir} is intact, and a rerun resumes from it")
+    return FiniteGuard()
 
 # %% ../nbs/artifacts.ipynb #dbd5bde2
 BUNDLED = {"constitutions": "constitutions", "profiles": "profiles", "prompts": "data/prompts",
@@ -240,7 +324,7 @@ def stages_dir() -> Path:
 def content_digest(path) -> str:
     "A short hash of a file's bytes, or of a directory's files (names and bytes), to key stages by content."
     path, h = Path(path), hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith(".lock")) if path.is_dir() else [path]
     for f in files:
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
         with f.open("rb") as fh:
@@ -248,6 +332,57 @@ def content_digest(path) -> str:
     return h.hexdigest()[:16]
 
 # %% ../nbs/artifacts.ipynb #d90f79f3
+def sha256_file(path) -> str:
+    "The SHA-256 of a file's bytes."
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""): h.update(block)
+    return h.hexdigest()
+
+# %% ../nbs/artifacts.ipynb #ded72561
+def file_manifest(d, skip: Iterable[str] = ("STAGE.json",)) -> dict:
+    "`{relative path: [size, sha256]}` of every file under the directory `d` (lock files left out)."
+    d = Path(d)
+    return {str(f.relative_to(d)): [f.stat().st_size, sha256_file(f)]
+            for f in sorted(p for p in d.rglob("*") if p.is_file() and p.name not in skip and not p.name.endswith(".lock"))}
+
+# %% ../nbs/artifacts.ipynb #ea88bcbc
+_VERIFIED: set = set()  # (file, size, mtime) already checked against its manifest in this process
+
+def manifest_problems(d, manifest: dict) -> list[str]:
+    "Files under `d` that no longer match `manifest`: missing, truncated (another size) or altered (another hash)."
+    d, problems = Path(d), []
+    for rel, (size, digest) in manifest.items():
+        f = d / rel
+        if not f.is_file(): problems.append(f"{f} is missing"); continue
+        st = f.stat()
+        if st.st_size != size: problems.append(f"{f} has {st.st_size} bytes, {size} when it was written (truncated?)"); continue
+        if (str(f), st.st_size, st.st_mtime_ns) in _VERIFIED: continue
+        if sha256_file(f) != digest: problems.append(f"{f} was altered after it was written (another SHA-256)"); continue
+        _VERIFIED.add((str(f), st.st_size, st.st_mtime_ns))
+    return problems
+
+# %% ../nbs/artifacts.ipynb #1dd55e7f
+class Damaged(InputError):
+    "A cached file no longer matches what was written (truncated or altered)."
+
+def stage_of(path) -> tuple[Path, str] | None:
+    "The finished stage directory that holds `path` (its `STAGE.json` is at most three levels up), and `path` within it."
+    path = Path(path).resolve()
+    for d in [path, *list(path.parents)[:3]]:
+        if (d / "STAGE.json").is_file(): return d, str(path.relative_to(d))
+    return None
+
+def check_stage_files(path):
+    "Raise `Damaged`, naming the file, if `path` lies in a finished stage whose files no longer match its manifest."
+    found = stage_of(path)
+    if found is None: return
+    d, _ = found
+    files = json.loads((d / "STAGE.json").read_text()).get("files")
+    bad = manifest_problems(d, files) if files else []
+    if bad: raise Damaged(bad[0].split(" ", 1)[0], None, f"{bad[0].split(' ', 1)[1]}; rerun the stage to rebuild it")
+
+# %% ../nbs/artifacts.ipynb #2e31d276
 class Stage:
     "A cached, resumable unit of work whose output directory is keyed by its inputs."
     def __init__(self, name: str, inputs: dict, root=None):
@@ -262,14 +397,36 @@ class Stage:
     @property
     def done(self) -> bool: return (self.dir / "STAGE.json").exists()
 
+    def problems(self) -> list[str]:
+        "Files of the finished stage that no longer match what it wrote."
+        files = json.loads((self.dir / "STAGE.json").read_text()).get("files")
+        return manifest_problems(self.dir, files) if files is not None else []
+
+    def set_aside(self, problems: Sequence[str]) -> Path:
+        "Move a damaged stage out of the way (kept for inspection), saying why."
+        aside = self.dir.with_name(f".{self.dir.name}.damaged-{int(time.time())}")
+        print(f"cai-repro: stage {self.dir.name} is damaged: {problems[0]}"
+              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "") + f"; moved to {aside} and rebuilt",
+              file=sys.stderr)
+        os.replace(self.dir, aside)
+        return aside
+
     def run(self, build: Callable[[Path], Any], verbose: bool = True) -> Path:
-        "Return the stage's directory, calling `build(work_dir)` first unless it is already done."
+        "Return the stage's directory, calling `build(work_dir)` first unless it is already done (and undamaged)."
         if self.done:
-            if verbose: print(f"{self.name}: cached ({self.dir})")
-            return self.dir
+            bad = self.problems()
+            if not bad:
+                if verbose: print(f"{self.name}: cached ({self.dir})")
+                return self.dir
+            self.set_aside(bad)
         self.dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.dir.parent / f".{self.name}-{self.key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(self.dir.parent / f".{self.name}-{self.key}.lock", "a+") as lock:
+            try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # another process builds this stage: wait for it, then use its result
+                lock.seek(0)
+                print(f"{self.name}: waiting for process {lock.read().strip() or '?'}, which is building it", flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            lock.seek(0); lock.truncate(); lock.write(f"{os.getpid()}\n"); lock.flush()
             if self.done: return self.dir  # another process finished it while we waited
             resumed = self.work.exists()
             if verbose: print(f"{self.name}: {'resuming' if resumed else 'building'} in {self.work}")
@@ -277,7 +434,7 @@ class Stage:
             t0 = time.time()
             build(self.work)
             atomic_write_json(self.work / "STAGE.json", {"name": self.name, "key": self.key, "inputs": self.inputs,
-                                                          "seconds": round(time.time() - t0, 1)})
+                                                          "seconds": round(time.time() - t0, 1), "files": file_manifest(self.work)})
             if self.dir.exists(): shutil.rmtree(self.dir)  # an unfinished leftover without STAGE.json
             os.replace(self.work, self.dir)
         return self.dir

@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .artifacts import InputError, Unavailable
+from .artifacts import InputError, NonFiniteError, Unavailable, exclusive
 from .config import (CompareSettings, CritiqueRevisionSettings, EvalSettings, FeedbackSettings, Params,
                               PMSettings, RLSettings, RunSettings, SFTSettings, add_settings_arguments, load_params,
                               settings_from_args)
@@ -179,8 +179,8 @@ def sft_cmd(args) -> int:
     from cai_repro.prompts import load_prompts, sample_prompts
     from cai_repro.sl_cai import sample_helpful, sft_examples, train_sft
     sft = settings_from_args(SFTSettings, args)
-    rec_path = Path(args.records)
-    records = read_jsonl(rec_path / "records.jsonl" if rec_path.is_dir() else rec_path, required=["prompt", "initial", "steps"])
+    from cai_repro.critique_revision import load_records
+    records = load_records(args.records)  # a repeated prompt id (two writers, a hand edit) is an error with its line
     if args.helpful_samples:
         helpful = read_jsonl(args.helpful_samples, required=["prompt", "response"])
     elif sft.n_helpful:
@@ -331,7 +331,7 @@ def rl_cmd(args) -> int:
     "Optimise a policy against a preference model (PPO or RLOO); resumes from the last checkpoint in --out."
     from cai_repro.models import load_model, model_fingerprint
     from cai_repro.reward import load_reward
-    from cai_repro.rl import NonFiniteError, load_metrics, rl_prompts, train_rl
+    from cai_repro.rl import load_metrics, rl_prompts, train_rl
     s = settings_from_args(RLSettings, args)
     try:
         pool = rl_prompts(s.prompts, s.n_prompts, s.harmful_fraction, seed=args.seed)
@@ -344,8 +344,7 @@ def rl_cmd(args) -> int:
         out = train_rl(model, tok, reward, pool, args.out, s, args.seed, policy_spec=s.policy,
                        reward_name=model_fingerprint(s.pm), progress=not args.quiet)
     except NonFiniteError as e:
-        print(f"cai-repro: error: {e}. The last checkpoint in {args.out}/checkpoints is intact.", file=sys.stderr)
-        return 1
+        raise NonFiniteError(f"{e}. The last checkpoint in {args.out}/checkpoints is intact; a rerun resumes from it") from None
     last = load_metrics(out)[-1]
     print(f"{s.algo}: {s.steps} steps; last step: reward {last['reward_mean']:.4f}, KL {last['kl'] if last['kl'] is None else round(last['kl'], 4)}; "
           f"policy in {Path(out) / 'policy'} (use it as a model spec)")
@@ -491,8 +490,10 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(_defaults_from(argv)).parse_args(argv)
-        return args.func(args) or 0
-    except (InputError, Unavailable) as e:
+        if not getattr(args, "out", None): return args.func(args) or 0
+        with exclusive(args.out):  # one writer per output, for the whole command: a second one stops at once (exit 2)
+            return args.func(args) or 0
+    except (InputError, Unavailable, NonFiniteError) as e:
         print(f"cai-repro: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

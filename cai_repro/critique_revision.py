@@ -13,7 +13,7 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, RecordStore, claim_run_dir, derive_seed, read_jsonl
+from .artifacts import InputError, RecordStore, claim_run_dir, derive_seed, read_records
 from .config import CritiqueRevisionSettings, settings_record
 from .constitution import Constitution, CritiqueRevisionExample, load_constitution
 from .dialogue import PAPER, DialogueFormat, Turn
@@ -84,51 +84,52 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
     `initial` (prompt id → response) supplies the initial responses instead of sampling them: ablations start from the
     main run's, so their comparisons stay paired whatever the numerics of a different batch."""
     s = settings
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
     if s.principles: constitution = constitution.first_k(s.principles)
-    claim_run_dir(out, {"model": model_name, "constitution": constitution.name, "settings": settings_record(s, seed=seed),
-                        "principles": [p.id for p in constitution.critique_revision]})
-    store = RecordStore(out / "records.jsonl", key="id")
-    a_prefix, cr_prefix = assistant_prefix(constitution, fmt), critique_revision_prefix(constitution, s.direct, fmt)
-    a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
-    encoded = {}  # the two prefixes, encoded once for the whole run
-    def sample(prefix, texts, max_new_tokens, batch, what):
-        if prefix not in encoded: encoded[prefix] = EncodedPrefix.encode(model, tok, prefix)
-        outs = generate(model, tok, texts, prefix=encoded[prefix], max_new_tokens=max_new_tokens,
-                        temperature=s.temperature, top_p=s.top_p, row_seeds=[derive_seed(seed, p.id, what) for p in batch],
-                        stop=fmt.stop_strings, batch_size=len(texts))
-        return [o.strip() for o in outs]
+    with claim_run_dir(out, {"model": model_name, "constitution": constitution.name, "settings": settings_record(s, seed=seed),
+                        "principles": [p.id for p in constitution.critique_revision]}):
+        store = RecordStore(out / "records.jsonl", key="id")
+        a_prefix, cr_prefix = assistant_prefix(constitution, fmt), critique_revision_prefix(constitution, s.direct, fmt)
+        a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
+        encoded = {}  # the two prefixes, encoded once for the whole run
+        def sample(prefix, texts, max_new_tokens, batch, what):
+            if prefix not in encoded: encoded[prefix] = EncodedPrefix.encode(model, tok, prefix)
+            outs = generate(model, tok, texts, prefix=encoded[prefix], max_new_tokens=max_new_tokens,
+                            temperature=s.temperature, top_p=s.top_p, row_seeds=[derive_seed(seed, p.id, what) for p in batch],
+                            stop=fmt.stop_strings, batch_size=len(texts))
+            return [o.strip() for o in outs]
 
-    todo = [p for p in prompts if p.id not in store]
-    if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
-        raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
-    for batch in [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]:
-        if initial is None: firsts = sample(a_prefix, [fmt.human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
-        else: firsts = [initial[p.id] for p in batch]
-        drawn = [constitution.sample_critique_revision(s.revisions, seed, key=p.id) for p in batch]
-        steps = [[] for _ in batch]
-        for k in range(s.revisions):
-            chains = [chain_turns(p.text, r0, st) for p, r0, st in zip(batch, firsts, steps)]
-            critiques = ([None] * len(batch) if s.direct else
-                         sample(cr_prefix, [critique_prompt(c, d[k].critique_request, fmt) for c, d in zip(chains, drawn)],
-                                s.critique_tokens, batch, f"critique{k}"))
-            revised = sample(cr_prefix, [revision_prompt(ch, d[k].critique_request, c, d[k].revision_request, fmt)
-                                         for ch, c, d in zip(chains, critiques, drawn)], s.revision_tokens, batch, f"revision{k}")
-            for st, c, r, d in zip(steps, critiques, revised, drawn):
-                st.append({"principle_id": d[k].id, "critique_request": None if c is None else d[k].critique_request,
-                           "critique": c, "revision_request": d[k].revision_request, "revision": r})
-        for p, r0, st in zip(batch, firsts, steps):
-            store.append(make_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
-            bar.update()
-    bar.close()
-    by_id = {r["id"]: r for r in store.records}
-    return [by_id[p.id] for p in prompts]
+        todo = [p for p in prompts if p.id not in store]
+        if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
+            raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
+        bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
+        for batch in [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]:
+            if initial is None: firsts = sample(a_prefix, [fmt.human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
+            else: firsts = [initial[p.id] for p in batch]
+            drawn = [constitution.sample_critique_revision(s.revisions, seed, key=p.id) for p in batch]
+            steps = [[] for _ in batch]
+            for k in range(s.revisions):
+                chains = [chain_turns(p.text, r0, st) for p, r0, st in zip(batch, firsts, steps)]
+                critiques = ([None] * len(batch) if s.direct else
+                             sample(cr_prefix, [critique_prompt(c, d[k].critique_request, fmt) for c, d in zip(chains, drawn)],
+                                    s.critique_tokens, batch, f"critique{k}"))
+                revised = sample(cr_prefix, [revision_prompt(ch, d[k].critique_request, c, d[k].revision_request, fmt)
+                                             for ch, c, d in zip(chains, critiques, drawn)], s.revision_tokens, batch, f"revision{k}")
+                for st, c, r, d in zip(steps, critiques, revised, drawn):
+                    st.append({"principle_id": d[k].id, "critique_request": None if c is None else d[k].critique_request,
+                               "critique": c, "revision_request": d[k].revision_request, "revision": r})
+            for p, r0, st in zip(batch, firsts, steps):
+                store.append(make_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
+                bar.update()
+        bar.close()
+        by_id = {r["id"]: r for r in store.records}
+        return [by_id[p.id] for p in prompts]
 
 # %% ../nbs/03_critique_revision.ipynb #5e4f16b1
 def load_records(run_dir) -> list[dict]:
-    "The records of a critique → revision run directory."
-    return read_jsonl(Path(run_dir) / "records.jsonl")
+    "The records of a critique → revision run directory (or its `records.jsonl`); a repeated prompt id is an error."
+    path = Path(run_dir)
+    return read_records(path / "records.jsonl" if path.is_dir() else path, "id", required=["prompt", "initial", "steps"])
 
 # %% ../nbs/03_critique_revision.ipynb #5cb096d4
 def flag_counts(records: Sequence[dict]) -> dict:

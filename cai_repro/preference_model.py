@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from .artifacts import InputError, Unavailable, atomic_write_json, atomic_write_text, derive_seed, iter_jsonl, read_jsonl
+from .artifacts import (InputError, Unavailable, atomic_write_json, atomic_write_text, derive_seed, finite_guard,
+                                 iter_jsonl, read_jsonl)
 from .config import PMSettings
 from .dialogue import PAPER, DialogueFormat, first_human_turn
 from .models import load_model, model_fingerprint, resolve_dtype
@@ -267,9 +268,9 @@ def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: P
                             bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed,
                             data_seed=seed, logging_steps=1, save_strategy="steps", save_steps=s.save_steps,
                             save_total_limit=1, lr_scheduler_type="linear", warmup_steps=0.1, dataloader_pin_memory=False,
-                            disable_tqdm=not progress)
+                            disable_tqdm=not progress, logging_nan_inf_filter=False)
         trainer = SoftRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
-                                    callbacks=list(callbacks) or None)
+                                    callbacks=[finite_guard(), *callbacks])
         resume = any(ckpt.glob("checkpoint-*"))
         trainer.train(resume_from_checkpoint=True if resume else None)
     model = trainer.model.merge_and_unload() if lora is not None else trainer.model

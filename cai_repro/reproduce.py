@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .artifacts import InputError, atomic_write_json, atomic_write_text, bundled_dir, checkout_dir
+from .artifacts import InputError, atomic_write_json, atomic_write_text, bundled_dir, checkout_dir, exclusive
 from .config import Params, load_params
 
 # %% auto #0
@@ -110,6 +110,9 @@ def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: s
         if declared_parameters(nb) != list(PARAMETERS):
             raise InputError(nb, None, f"its parameters cell must declare exactly {', '.join(PARAMETERS)}")
     run_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(run_dir): return _run_all(P, run_dir, notebooks, copy_figures)
+
+def _run_all(P: Params, run_dir: Path, notebooks: Sequence[Path], copy_figures: bool | None) -> dict:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary.update(profile=P.name, profile_file=P.source, stages=summary.get("stages", {}))

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, atomic_write_json, atomic_write_text, derive_seed, iter_jsonl, read_jsonl
+from .artifacts import (InputError, atomic_write_json, atomic_write_text, check_stage_files, derive_seed, iter_jsonl,
+                                 read_jsonl)
 from .dialogue import PAPER, DialogueFormat, Turn
 from .models import ModelNotAvailableError, byte_tokenizer, resolve_dtype, tiny_random_config
 from .preference_model import PM_META, encode_conversation, soft_bt_loss
@@ -33,6 +34,7 @@ def load_reward_model(pm_dir, dtype="float32", device: str = "cpu"):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     d = Path(pm_dir).expanduser()
     if not (d / "config.json").is_file(): raise ModelNotAvailableError(f"{d}: not a preference-model directory (no config.json)")
+    check_stage_files(d)  # a PM stage whose files were truncated or altered is refused, naming the file
     model = AutoModelForSequenceClassification.from_pretrained(d, dtype=resolve_dtype(dtype), use_safetensors=True)
     if model.config.num_labels != 1: raise ModelNotAvailableError(f"{d}: a reward model has one output; this one has {model.config.num_labels}")
     tok = AutoTokenizer.from_pretrained(d)

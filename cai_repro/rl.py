@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .artifacts import RecordStore, atomic_dir, atomic_write_text, claim_run_dir, derive_seed, read_jsonl
+from .artifacts import (NonFiniteError, RecordStore, atomic_dir, atomic_write_text, check_finite, claim_run_dir,
+                                 derive_seed, finite_guard, read_jsonl, read_records)
 from .config import RLSettings, settings_record
 from .dialogue import PAPER, DialogueFormat
 from .models import PerRowSampler, StopOnStrings, cut_at_stops, final_logits, left_pad
@@ -28,10 +29,10 @@ from .prompts import Prompt, load_prompts, sample_prompts
 # %% auto #0
 __all__ = ['RewardFn', 'rl_prompts', 'step_prompts', 'rl_pool', 'Rollouts', 'eos_ids', 'response_end', 'sample_rollouts',
            'ValueHead', 'response_hidden', 'response_logprobs', 'penalised_scores', 'token_rewards', 'masked_mean',
-           'masked_var', 'whiten', 'gae', 'ppo_losses', 'NonFiniteError', 'check_finite', 'lora_config', 'PPO',
-           'ppo_rollout', 'ppo_score', 'ppo_advantages', 'ppo_update', 'ppo_record', 'ppo_step', 'KeywordReward',
-           'save_checkpoint', 'latest_checkpoint', 'load_checkpoint', 'save_policy', 'train_ppo', 'load_metrics',
-           'train_rloo', 'train_rl', 'plot_rl_curves']
+           'masked_var', 'whiten', 'gae', 'ppo_losses', 'lora_config', 'PPO', 'ppo_rollout', 'ppo_score',
+           'ppo_advantages', 'ppo_update', 'ppo_record', 'ppo_step', 'KeywordReward', 'save_checkpoint',
+           'latest_checkpoint', 'load_checkpoint', 'save_policy', 'train_ppo', 'load_metrics', 'train_rloo', 'train_rl',
+           'plot_rl_curves']
 
 # %% ../nbs/08_rl_cai.ipynb #4c1147af
 def rl_prompts(spec: str = "mix", n: int | None = None, harmful_fraction: float = 0.5, seed: int = 0) -> list[Prompt]:
@@ -221,19 +222,6 @@ def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, 
             "clip_frac": masked_mean((pg2 > pg1).float(), mask),
             "value_clip_frac": masked_mean((vf2 > vf1).float(), mask),
             "approx_kl": 0.5 * masked_mean(log_ratio ** 2, mask)}
-
-# %% ../nbs/08_rl_cai.ipynb #9571c467
-class NonFiniteError(FloatingPointError):
-    "An RL quantity became NaN or infinite; the message names the quantity and the step."
-
-def check_finite(name: str, x, step: int | None = None, hint: str = ""):
-    "Raise `NonFiniteError` naming `name` if `x` (a tensor or a list of numbers) holds a NaN or an infinity."
-    t = torch.as_tensor(x, dtype=torch.float32) if not torch.is_tensor(x) else x.detach()
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        where = f"step {step}: " if step is not None else ""
-        raise NonFiniteError(f"{where}{name} is not finite ({int(bad.sum())} of {t.numel()} values NaN/inf)"
-                             + (f"; {hint}" if hint else ""))
 
 # %% ../nbs/08_rl_cai.ipynb #81de82cb
 RewardFn = Callable[[list, list], list]  # (requests, responses) -> one float per response
@@ -437,10 +425,10 @@ def _keep_steps_before(path: Path, step: int):
     if len(keep) != len([l for l in lines if l.strip()]):
         atomic_write_text(path, "".join(l + "\n" for l in keep))
 
-def _check_run(out: Path, s: RLSettings, seed: int, policy_spec: str, reward_name: str, pool):
-    "Refuse a directory that holds a run with other settings (a changed `steps` or `save_every` is fine)."
+def _claim_run(out: Path, s: RLSettings, seed: int, policy_spec: str, reward_name: str, pool):
+    "Lock the run directory, and refuse one that holds a run with other settings (a changed `steps` or `save_every` is fine)."
     settings = {k: v for k, v in settings_record(s, seed=seed).items() if k not in ("steps", "save_every")}
-    claim_run_dir(out, {"policy": str(policy_spec), "reward": reward_name, **settings, "prompts": [p.id for p in pool]})
+    return claim_run_dir(out, {"policy": str(policy_spec), "reward": reward_name, **settings, "prompts": [p.id for p in pool]})
 
 def _open_logs(out: Path, start: int) -> tuple[RecordStore, RecordStore]:
     "metrics.jsonl and samples.jsonl, without the rows of steps after the checkpoint the run resumes from."
@@ -468,27 +456,27 @@ def train_ppo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, 
               fmt: DialogueFormat = PAPER) -> Path:
     "PPO against `reward_fn` on prompts drawn from `pool`, resuming from the last checkpoint in `out_dir`."
     s, out = settings, Path(out_dir)
-    _check_run(out, s, seed, policy_spec, reward_name, pool)
-    ppo = PPO(model, tok, reward_fn, s, seed, fmt)
-    ckpt = latest_checkpoint(out)
-    start = load_checkpoint(ppo, ckpt) if ckpt else 0
-    metrics, samples = _open_logs(out, start)
-    bar = tqdm(range(start, s.steps), initial=start, total=s.steps, disable=not progress, desc="PPO")
-    for k in bar:
-        row, rows = ppo_step(ppo, k, step_prompts(pool, k, s.batch_size, seed))
-        for r in rows: samples.append(r)
-        metrics.append(row)
-        bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
-        if (k + 1) % s.save_every == 0 or k + 1 == s.steps:
-            save_checkpoint(ppo, out, k + 1)
-            # a loadable policy at each checkpoint step, kept for evaluating RL over time (09_evaluation)
-            save_policy(ppo.model, tok, out / "snapshots" / f"step-{k + 1:06d}", policy_spec, algo="ppo", steps=k + 1)
-    save_policy(ppo.model, tok, out / "policy", policy_spec, ppo.value_head, algo="ppo", steps=s.steps)
-    return out
+    with _claim_run(out, s, seed, policy_spec, reward_name, pool):
+        ppo = PPO(model, tok, reward_fn, s, seed, fmt)
+        ckpt = latest_checkpoint(out)
+        start = load_checkpoint(ppo, ckpt) if ckpt else 0
+        metrics, samples = _open_logs(out, start)
+        bar = tqdm(range(start, s.steps), initial=start, total=s.steps, disable=not progress, desc="PPO")
+        for k in bar:
+            row, rows = ppo_step(ppo, k, step_prompts(pool, k, s.batch_size, seed))
+            for r in rows: samples.append(r)
+            metrics.append(row)
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
+            if (k + 1) % s.save_every == 0 or k + 1 == s.steps:
+                save_checkpoint(ppo, out, k + 1)
+                # a loadable policy at each checkpoint step, kept for evaluating RL over time (09_evaluation)
+                save_policy(ppo.model, tok, out / "snapshots" / f"step-{k + 1:06d}", policy_spec, algo="ppo", steps=k + 1)
+        save_policy(ppo.model, tok, out / "policy", policy_spec, ppo.value_head, algo="ppo", steps=s.steps)
+        return out
 
 def load_metrics(run_dir) -> list[dict]:
-    "The metrics rows of a run directory (PPO or RLOO), in step order."
-    return sorted(read_jsonl(Path(run_dir) / "metrics.jsonl"), key=lambda r: r["step"])
+    "The metrics rows of a run directory (PPO or RLOO), in step order; a repeated step is an error."
+    return sorted(read_records(Path(run_dir) / "metrics.jsonl", "step"), key=lambda r: r["step"])
 
 # %% ../nbs/08_rl_cai.ipynb #0dc6d609
 class _PMReward:
@@ -555,32 +543,32 @@ def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir,
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
     s, out = settings, Path(out_dir)
-    _check_run(out, s, seed, policy_spec, reward_name, pool)
-    trl_dir = out / "trl"
-    ckpts = sorted(trl_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    start = int(ckpts[-1].name.split("-")[1]) if ckpts else 0
-    metrics, samples = _open_logs(out, start)
-    ds = Dataset.from_list([{"prompt": fmt.human_turn(p.text), "request": p.text, "category": p.category,
-                             "harmful": p.harmful, "prompt_id": p.id} for p in pool])
-    args = RLOOConfig(output_dir=str(trl_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
-                      num_generations=s.rloo_k, max_completion_length=s.max_new_tokens, temperature=s.temperature,
-                      top_p=1.0, top_k=0, beta=s.kl_coef, epsilon=s.clip_range, learning_rate=s.lr,
-                      lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=s.max_grad_norm,
-                      logging_steps=1, save_strategy="steps", save_steps=s.save_every, save_total_limit=2,
-                      bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), use_vllm=False,
-                      gradient_checkpointing=False, remove_unused_columns=False, report_to="none", seed=seed,
-                      data_seed=seed, disable_tqdm=not progress, dataloader_pin_memory=False, **trl_args)
-    reward = _PMReward(reward_fn, s, eos_ids(model, tok))
-    with torch.random.fork_rng():
-        torch.manual_seed(derive_seed(seed, "init"))
-        trainer = RLOOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
-                              peft_config=lora_config(s), callbacks=[_rloo_callback(metrics, samples, reward, s)])
-    if not progress:
-        from transformers.trainer_callback import PrinterCallback
-        trainer.remove_callback(PrinterCallback)
-    trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
-    save_policy(trainer.model, tok, out / "policy", policy_spec, algo="rloo", steps=s.steps)
-    return out
+    with _claim_run(out, s, seed, policy_spec, reward_name, pool):
+        trl_dir = out / "trl"
+        ckpts = sorted(trl_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        start = int(ckpts[-1].name.split("-")[1]) if ckpts else 0
+        metrics, samples = _open_logs(out, start)
+        ds = Dataset.from_list([{"prompt": fmt.human_turn(p.text), "request": p.text, "category": p.category,
+                                 "harmful": p.harmful, "prompt_id": p.id} for p in pool])
+        args = RLOOConfig(output_dir=str(trl_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
+                          num_generations=s.rloo_k, max_completion_length=s.max_new_tokens, temperature=s.temperature,
+                          top_p=1.0, top_k=0, beta=s.kl_coef, epsilon=s.clip_range, learning_rate=s.lr,
+                          lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=s.max_grad_norm,
+                          logging_steps=1, save_strategy="steps", save_steps=s.save_every, save_total_limit=2,
+                          bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), use_vllm=False,
+                          gradient_checkpointing=False, remove_unused_columns=False, report_to="none", seed=seed,
+                          data_seed=seed, disable_tqdm=not progress, dataloader_pin_memory=False, **trl_args)
+        reward = _PMReward(reward_fn, s, eos_ids(model, tok))
+        with torch.random.fork_rng():
+            torch.manual_seed(derive_seed(seed, "init"))
+            trainer = RLOOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
+                                  peft_config=lora_config(s), callbacks=[_rloo_callback(metrics, samples, reward, s), finite_guard()])
+        if not progress:
+            from transformers.trainer_callback import PrinterCallback
+            trainer.remove_callback(PrinterCallback)
+        trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
+        save_policy(trainer.model, tok, out / "policy", policy_spec, algo="rloo", steps=s.steps)
+        return out
 
 # %% ../nbs/08_rl_cai.ipynb #90e9301f
 def train_rl(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .artifacts import RecordStore, atomic_dir, atomic_write_json, derive_seed
+from .artifacts import RecordStore, atomic_dir, atomic_write_json, derive_seed, exclusive, finite_guard
 from .config import SFTSettings
 from .dialogue import PAPER, DialogueFormat
 from .models import generate, load_model
@@ -26,7 +26,12 @@ __all__ = ['sample_helpful', 'sft_examples', 'train_sft']
 def sample_helpful(model, tok, prompts: Sequence[Prompt], out_file, prefix: str, max_new_tokens: int = 96,
                    temperature: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = True,
                    fmt: DialogueFormat = PAPER) -> list[dict]:
-    "The model's answers to `prompts` (after `prefix`), one record per prompt in `out_file`."
+    "The model's answers to `prompts` (after `prefix`), one record per prompt in `out_file` (locked while it runs)."
+    from tqdm.auto import tqdm
+    with exclusive(out_file): return _sample_helpful(model, tok, prompts, out_file, prefix, max_new_tokens, temperature,
+                                                     seed, batch_size, progress, fmt)
+
+def _sample_helpful(model, tok, prompts, out_file, prefix, max_new_tokens, temperature, seed, batch_size, progress, fmt):
     from tqdm.auto import tqdm
     store = RecordStore(out_file, key="id")
     todo = [p for p in prompts if p.id not in store]
@@ -76,12 +81,18 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: SFTSettin
                      save_strategy="steps", save_steps=max(1, math.ceil(len(ds) / sft.batch_size) // 2), save_total_limit=1,
                      bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed,
                      data_seed=seed, lr_scheduler_type="cosine", warmup_steps=0.1, dataloader_pin_memory=False,
-                     disable_tqdm=False, gradient_checkpointing=False)  # TRL defaults it on: a second forward per step
+                     disable_tqdm=False, gradient_checkpointing=False,  # TRL defaults it on: a second forward per step
+                     logging_nan_inf_filter=False)  # a NaN loss must reach the guard, not be averaged away
     lora = None if sft.full else LoraConfig(r=sft.lora_r, lora_alpha=sft.lora_alpha, lora_dropout=0.0,
                                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora)
-    resume = any(work.glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=resume or None)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
+                         callbacks=[finite_guard()])
+    with exclusive(out_dir):
+        resume = any(work.glob("checkpoint-*"))
+        trainer.train(resume_from_checkpoint=resume or None)
+        return _save_sft(trainer, tok, out_dir, model_spec, sft)
+
+def _save_sft(trainer, tok, out_dir, model_spec: str, sft: SFTSettings) -> Path:
     with atomic_dir(out_dir) as d:
         trainer.model.save_pretrained(d, safe_serialization=True)
         tok.save_pretrained(d)

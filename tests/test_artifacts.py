@@ -78,11 +78,14 @@ def test_read_jsonl_with_lines(tmp_path):
 
 def test_claim_run_dir_refuses_other_settings(tmp_path):
     config = {"model": "tiny-random", "settings": {"revisions": 2, "stop": ("a", "b")}}
-    assert claim_run_dir(tmp_path / "run", config) == tmp_path / "run"
+    with claim_run_dir(tmp_path / "run", config) as run:
+        assert run == tmp_path / "run"
     assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["stop"] == ["a", "b"]
-    claim_run_dir(tmp_path / "run", config)  # the same settings (tuples read back as lists): accepted
+    with claim_run_dir(tmp_path / "run", config):  # the same settings (tuples read back as lists): accepted
+        pass
     with pytest.raises(InputError, match=r"config.json: this directory holds a run with other settings \(model, settings\)"):
-        claim_run_dir(tmp_path / "run", {"model": "x", "settings": {"revisions": 3}})
+        with claim_run_dir(tmp_path / "run", {"model": "x", "settings": {"revisions": 3}}):
+            pass
 
 
 def test_bundled_dirs_are_the_checkouts():
