@@ -13,6 +13,7 @@ peak memory:
 | `generation_speedup_vs_naive` | the critique -> revision loop against batch-1 `generate` re-encoding the few-shot prefix every call (float32) |
 | `generation_speedup_vs_naive_profile_dtype` | the same in the dtype the profiles sample in (`auto`: bfloat16 on CPUs that run it natively) |
 | `sft_fraction_of_plain`, `pm_fraction_of_plain` | training tokens/s of the SFT and PM trainers over a plain forward+backward loop |
+| `engine_speedup_vs_local` | critique -> revision tokens/s through llama.cpp's server (`cai-repro serve --no-scoring`) over the in-process engine, same prompts and settings (embedded model only) |
 | `peak_rss_mb` | peak resident memory of each part's process |
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ PARTS = {  # name -> (script, extra args); each prints one JSON object on its la
     "generation_profile_dtype": ("generation.py", ["--dtype", "auto"]),
     "sft": ("sft_training.py", []),
     "pm": ("pm_training.py", ["--dtype", "float32"]),
+    "engines": ("engines.py", []),
 }
 
 
@@ -60,13 +62,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     ap.add_argument("--model", default="gemma-3-270m")
     ap.add_argument("--only", nargs="+", choices=list(PARTS))
+    ap.add_argument("--out", help="also write the summary to this JSON file (`make bench` writes report/bench.json, the record the README's numbers come from)")
     a = ap.parse_args(argv)
     parts = {}
     for name in a.only or PARTS:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         parts[name] = run_part(name, a.model, a.quick)
         print(f"[bench] {name}: {parts[name]}", file=sys.stderr, flush=True)
-    lab, gen, gen_auto, sft, pm = (parts.get(k, {}) for k in ("labeling", "generation", "generation_profile_dtype", "sft", "pm"))
+    lab, gen, gen_auto, sft, pm, eng = (parts.get(k, {}) for k in ("labeling", "generation", "generation_profile_dtype", "sft", "pm", "engines"))
     summary = {
         "model": a.model, "quick": a.quick,
         "ceiling_prefill_tok_s": pick(lab, "ceiling_prefill_tok_s"),
@@ -79,13 +82,16 @@ def main(argv=None) -> int:
         "generation_profile_dtype": pick(gen_auto, "generation_dtype"),
         "sft_fraction_of_plain": pick(sft, "sft_fraction_of_plain"),
         "pm_fraction_of_plain": pick(pm, "pm_fraction_of_plain", "fraction_of_plain"),
-        "peak_rss_mb": {k: pick(v, "peak_rss_mb", f"{k}_peak_rss_mb", "generation_peak_rss_mb", "sft_peak_rss_mb") for k, v in parts.items()},
+        "engine_speedup_vs_local": pick(eng, "engine_speedup_vs_local"),
+        "peak_rss_mb": {k: pick(v, "peak_rss_mb", f"{k}_peak_rss_mb", "generation_peak_rss_mb", "sft_peak_rss_mb", "engine_peak_rss_mb") for k, v in parts.items()},
         "parts": parts,
     }
     if not a.json:
         for k, v in summary.items():
             if k != "parts": print(f"{k}: {v}")
+    summary["date"] = time.strftime("%Y-%m-%d", time.gmtime())
     print(json.dumps(summary))
+    if a.out: Path(a.out).write_text(json.dumps(summary, indent=1) + "\n")
     return 1 if any("error" in v for v in parts.values()) else 0
 
 

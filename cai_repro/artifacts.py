@@ -24,10 +24,11 @@ import yaml
 
 # %% auto #0
 __all__ = ['BUNDLED', 'InputError', 'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
-           'atomic_write_json', 'atomic_dir', 'read_records', 'RecordStore', 'Busy', 'exclusive', 'claim_run_dir',
-           'NonFiniteError', 'check_finite', 'finite_guard', 'checkout_dir', 'bundled_dir', 'anthropic_data_dir',
-           'cache_dir', 'stages_dir', 'content_digest', 'sha256_file', 'file_manifest', 'manifest_problems', 'Damaged',
-           'stage_of', 'check_stage_files', 'Stage', 'write_summary', 'figures_dir', 'derive_seed', 'set_seed']
+           'atomic_write_json', 'atomic_dir', 'read_records', 'RecordStore', 'Busy', 'exclusive', 'check_run_config',
+           'claim_run_dir', 'NonFiniteError', 'check_finite', 'finite_guard', 'checkout_dir', 'bundled_dir',
+           'anthropic_data_dir', 'cache_dir', 'stages_dir', 'content_digest', 'sha256_file', 'file_manifest',
+           'manifest_problems', 'Damaged', 'stage_of', 'check_stage_files', 'Stage', 'write_summary', 'figures_dir',
+           'derive_seed', 'set_seed']
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -56,6 +57,7 @@ def iter_jsonl(path) -> Iterator[tuple[int, dict]]:
             if not isinstance(row, dict): raise InputError(path, n, f"expected a JSON object, got {type(row).__name__}")
             yield n, row
 
+# %% ../nbs/artifacts.ipynb #0534f811
 def read_jsonl(path, required: Iterable[str] = (), types: dict[str, type | tuple] | None = None,
                with_lines: bool = False) -> list:
     """Read a JSONL file of objects. Blank lines are skipped; anything else that is wrong raises `InputError` with its
@@ -77,11 +79,13 @@ class Map(dict):
     line: int = 0
     lines: dict
 
+# %% ../nbs/artifacts.ipynb #51f98191
 class Seq(list):
     "A YAML list that knows its line (`.line`) and the line of each item (`.lines[i]`)."
     line: int = 0
     lines: list
 
+# %% ../nbs/artifacts.ipynb #d1ec20c8
 class _LineLoader(yaml.SafeLoader):
     "A YAML loader that records the line of every mapping, key and list item, and rejects duplicate keys."
 
@@ -125,12 +129,15 @@ def atomic_write_text(path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text); f.flush(); os.fsync(f.fileno())
+        umask = os.umask(0); os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a written file gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
         raise
     return path
 
+# %% ../nbs/artifacts.ipynb #2c9a281f
 def atomic_write_json(path, obj: Any, indent: int | None = 2) -> Path:
     "`atomic_write_text` for a JSON document."
     return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
@@ -205,6 +212,7 @@ class RecordStore:
 class Busy(Unavailable):
     "Another process is writing this output; the message names it."
 
+# %% ../nbs/artifacts.ipynb #57efcf40
 _HELD: dict[str, list] = {}  # lock file -> [fd, depth], for re-entry within this process
 
 @contextlib.contextmanager
@@ -233,6 +241,17 @@ def exclusive(path) -> Iterator[Path]:
         os.close(fd)  # closing the descriptor releases the lock
 
 # %% ../nbs/artifacts.ipynb #6d4922f7
+def check_run_config(out, config: dict) -> bool:
+    "Whether `out/config.json` exists; `InputError` if it holds other settings than `config`. Reads only."
+    path, config = Path(out) / "config.json", json.loads(json.dumps(config))  # as read back: tuples are lists
+    if not path.exists(): return False
+    old = json.loads(path.read_text())
+    diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
+    if diff: raise InputError(path, None, f"this directory holds a run with other settings ({', '.join(diff)}); "
+                                          "use a new --out, or delete it to start over")
+    return True
+
+# %% ../nbs/artifacts.ipynb #b8561a68
 @contextlib.contextmanager
 def claim_run_dir(out, config: dict) -> Iterator[Path]:
     """Hold `out`'s one-writer lock for the block, and record `config` in `out/config.json` or check it against the one
@@ -240,20 +259,14 @@ def claim_run_dir(out, config: dict) -> Iterator[Path]:
     out = Path(out)
     with exclusive(out):
         out.mkdir(parents=True, exist_ok=True)
-        path, config = out / "config.json", json.loads(json.dumps(config))  # as read back: tuples are lists
-        if path.exists():
-            old = json.loads(path.read_text())
-            diff = sorted(k for k in config.keys() | old.keys() if config.get(k) != old.get(k))
-            if diff: raise InputError(path, None, f"this directory holds a run with other settings ({', '.join(diff)}); "
-                                                  "use a new --out, or delete it to start over")
-        else:
-            atomic_write_json(path, config)
+        if not check_run_config(out, config): atomic_write_json(out / "config.json", config)
         yield out
 
 # %% ../nbs/artifacts.ipynb #e7e137b9
 class NonFiniteError(FloatingPointError):
     "A training quantity became NaN or infinite; the message names the quantity and the step."
 
+# %% ../nbs/artifacts.ipynb #17ffc109
 def check_finite(name: str, x, step: int | None = None, hint: str = ""):
     "Raise `NonFiniteError` naming `name` if `x` (a tensor or a list of numbers) holds a NaN or an infinity."
     import torch
@@ -286,14 +299,15 @@ def finite_guard():
     return FiniteGuard()
 
 # %% ../nbs/artifacts.ipynb #dbd5bde2
-BUNDLED = {"constitutions": "constitutions", "profiles": "profiles", "prompts": "data/prompts",
-           "refusals": "data/refusals", "nbs": "nbs"}
-
 def checkout_dir() -> Path | None:
     "The checkout this package runs from (the folder holding `settings.ini` and `cai_repro/`), or None when installed."
     import cai_repro
     root = Path(cai_repro.__file__).resolve().parent.parent
     return root if (root / "settings.ini").is_file() and (root / "nbs").is_dir() else None
+
+# %% ../nbs/artifacts.ipynb #be2bc994
+BUNDLED = {"constitutions": "constitutions", "profiles": "profiles", "prompts": "data/prompts",
+           "refusals": "data/refusals", "nbs": "nbs"}
 
 # %% ../nbs/artifacts.ipynb #b223a0ef
 def bundled_dir(kind: str) -> Path:
@@ -317,10 +331,12 @@ def cache_dir() -> Path:
     if os.environ.get("CAI_REPRO_CACHE"): return Path(os.environ["CAI_REPRO_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cai-repro"
 
+# %% ../nbs/artifacts.ipynb #38351544
 def stages_dir() -> Path:
     "Where stage outputs are cached."
     return Path(os.environ.get("CAI_REPRO_STAGES") or cache_dir() / "stages").expanduser()
 
+# %% ../nbs/artifacts.ipynb #6beef9b1
 def content_digest(path) -> str:
     "A short hash of a file's bytes, or of a directory's files (names and bytes), to key stages by content."
     path, h = Path(path), hashlib.sha256()
@@ -366,6 +382,7 @@ def manifest_problems(d, manifest: dict) -> list[str]:
 class Damaged(InputError):
     "A cached file no longer matches what was written (truncated or altered)."
 
+# %% ../nbs/artifacts.ipynb #8c53bf72
 def stage_of(path) -> tuple[Path, str] | None:
     "The finished stage directory that holds `path` (its `STAGE.json` is at most three levels up), and `path` within it."
     path = Path(path).resolve()
@@ -373,6 +390,7 @@ def stage_of(path) -> tuple[Path, str] | None:
         if (d / "STAGE.json").is_file(): return d, str(path.relative_to(d))
     return None
 
+# %% ../nbs/artifacts.ipynb #68fade7d
 def check_stage_files(path):
     "Raise `Damaged`, naming the file, if `path` lies in a finished stage whose files no longer match its manifest."
     found = stage_of(path)
@@ -444,6 +462,7 @@ def write_summary(run_dir, stage: str, values: dict) -> Path:
     "Record a notebook's headline numbers for the run's `summary.json`."
     return atomic_write_json(Path(run_dir) / "summary" / f"{stage}.json", values)
 
+# %% ../nbs/artifacts.ipynb #2eebff3f
 def figures_dir(run_dir) -> Path:
     "Where a notebook saves its figures in this run."
     d = Path(run_dir) / "figures"; d.mkdir(parents=True, exist_ok=True)
@@ -454,6 +473,7 @@ def derive_seed(*parts) -> int:
     "A 31-bit seed that depends only on `parts` (e.g. the run's seed and a batch index)."
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
+# %% ../nbs/artifacts.ipynb #aaf3c557
 def set_seed(seed: int):
     "Seed Python, NumPy and torch."
     import numpy as np, torch

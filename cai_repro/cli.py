@@ -11,28 +11,93 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .artifacts import InputError, NonFiniteError, Unavailable, exclusive
-from .config import (CompareSettings, CritiqueRevisionSettings, EvalSettings, FeedbackSettings, Params,
-                              PMSettings, RLSettings, RunSettings, SFTSettings, add_settings_arguments, load_params,
-                              settings_from_args)
+from .artifacts import InputError, NonFiniteError, Unavailable
+from .config import (CompareSettings, CritiqueRevisionSettings, EngineSettings, EvalSettings, FeedbackSettings,
+                              HHHEvalSettings, Params, PMSettings, RLSettings, RunSettings, SFTSettings, add_settings_arguments,
+                              load_params, settings_from_args)
+from .distributed import is_main, local_device, lock_on_main, main_first, sharded_map, world
 
 # %% auto #0
-__all__ = ['COMMANDS', 'command', 'run_arguments', 'constitution_check', 'generate_cmd', 'prompts_check', 'prompts_generate',
-           'reproduce_cmd', 'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd',
-           'eval_mc_cmd', 'eval_compare_cmd', 'eval_download_cmd', 'label_cmd', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'RENDER_KINDS', 'command', 'run_arguments', 'model_from_args', 'format_from_args', 'build_parser', 'main',
+           'constitution_check', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd', 'prompts_check',
+           'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd',
+           'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'eval_mc_cmd', 'eval_compare_cmd', 'eval_download_cmd', 'pairs_cmd',
+           'label_cmd']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
 
+# %% ../nbs/cli.ipynb #c377d0b3
 def command(add_parser):
     "Register a function `add_parser(subparsers, P)` that defines a subcommand; `P` holds the defaults (`Params`)."
     COMMANDS.append(add_parser)
     return add_parser
 
-def run_arguments(p, P: Params, names=("model", "dtype", "seed", "constitution")):
-    "The run-wide flags a command takes (`RunSettings`), with the profile's defaults, and `--profile` itself."
+# %% ../nbs/cli.ipynb #19b3b509
+def run_arguments(p, P: Params, names=("model", "dtype", "seed", "constitution", "format"), engine: bool = False):
+    """The run-wide flags a command takes (`RunSettings`), with the profile's defaults, and `--profile` itself; with
+    `engine`, also where it samples and scores (`EngineSettings`: `--engine openai --base-url URL ...`)."""
     p.add_argument("--profile", help="take the defaults of every setting from this profile (smoke, cpu, gpu or a path)")
+    if engine: add_settings_arguments(p, EngineSettings, defaults=P.engine)
     return add_settings_arguments(p, RunSettings, names, defaults=P.run)
+
+# %% ../nbs/cli.ipynb #3d4fe668
+def model_from_args(args, spec: str | None = None):
+    """(model, tok, fmt) of a command: the model `spec` (default `--model`) in this process, or the server that
+    `--engine openai` names; and the conversation format `--format` picks for its tokenizer."""
+    from cai_repro.dialogue import get_format
+    from cai_repro.engines import load_engine
+    spec = spec or args.model
+    if getattr(args, "engine", "local") != "local":
+        model, tok = load_engine(settings_from_args(EngineSettings, args), spec)
+    else:
+        from cai_repro.models import load_model
+        model, tok = load_model(spec, dtype=args.dtype, seed=args.seed, device=local_device())
+    return model, tok, get_format(getattr(args, "format", "auto"), tok)
+
+# %% ../nbs/cli.ipynb #7f6e1542
+def format_from_args(args, spec: str):
+    "The conversation format `--format` picks for the model `spec` (its tokenizer alone is loaded)."
+    from cai_repro.dialogue import get_format
+    from cai_repro.models import load_tokenizer
+    return get_format(args.format, load_tokenizer(spec)) if args.format != "paper" else get_format("paper")
+
+# %% ../nbs/cli.ipynb #ed338c23
+def build_parser(P: Params | None = None) -> argparse.ArgumentParser:
+    "The `cai-repro` parser, its defaults taken from `P` (the dataclass defaults when None)."
+    P = P or Params()
+    p = argparse.ArgumentParser(prog="cai-repro", description="A literate reproduction of Constitutional AI (Bai et al., 2022).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS: add(sub, P)
+    return p
+
+# %% ../nbs/cli.ipynb #ce2f536f
+def _defaults_from(argv) -> Params:
+    "The defaults of a command line: the profile named by `--profile` (except `reproduce`'s own), else the dataclasses'."
+    argv = list(argv)
+    if argv[:1] != ["reproduce"] and "--profile" in argv[:-1]: return load_params(argv[argv.index("--profile") + 1])
+    return Params()
+
+def main(argv=None) -> int:
+    "Entry point of the `cai-repro` console script."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser(_defaults_from(argv)).parse_args(argv)
+        name, ranked = " ".join(filter(None, (args.command, getattr(args, "action", None)))), (
+            "critique-revise", "label", "eval mc", "eval compare", "sft", "pm train", "rl")  # the commands that use ranks
+        if world()[1] > 1 and name not in ranked:
+            raise InputError(name, None, f"runs in one process; under torchrun or accelerate launch run {', '.join(ranked)}")
+        if not getattr(args, "out", None): return args.func(args) or 0
+        # one writer per output, for the whole command: a second one stops at once (exit 2). Under a launcher the main
+        # process holds it, and each rank of a record-writing command also locks its own part (see `distributed`)
+        with lock_on_main(args.out):
+            return args.func(args) or 0
+    except (InputError, Unavailable, NonFiniteError) as e:
+        print(f"cai-repro: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cai-repro: interrupted; finished work is kept, and rerunning the same command resumes", file=sys.stderr)
+        return 130
 
 # %% ../nbs/cli.ipynb #2299be21
 def constitution_check(args) -> int:
@@ -61,21 +126,100 @@ def _constitution_parser(sub, P):
 # %% ../nbs/cli.ipynb #2bc8ffac
 def generate_cmd(args) -> int:
     "Print one completion of a prompt: a quick way to see a model work."
-    from cai_repro.models import generate, load_model
-    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+    from cai_repro.models import generate
+    model, tok, fmt = model_from_args(args)
     print(generate(model, tok, [args.prompt], max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   seed=args.seed, stop=args.stop or ())[0])
+                   seed=args.seed, stop=args.stop or (), stop_ids=fmt.stop_token_ids)[0])
     return 0
 
 @command
 def _generate_parser(sub, P):
     g = sub.add_parser("generate", help="sample a completion of a prompt")
-    run_arguments(g, P, ("model", "dtype", "seed"))
+    run_arguments(g, P, ("model", "dtype", "seed", "format"), engine=True)
     g.add_argument("--prompt", required=True)
     g.add_argument("--max-new-tokens", type=int, default=64)
     g.add_argument("--temperature", type=float, default=1.0, help="0 for greedy")
     g.add_argument("--stop", action="append", help="stop string (repeatable), e.g. $'\\n\\nHuman:'")
     g.set_defaults(func=generate_cmd)
+
+# %% ../nbs/cli.ipynb #ac7e18af
+def render_prompt(kind: str, constitution, fmt, request: str, response: str) -> str:
+    "The exact text the model reads for one item of `kind`, built by the functions the stages use."
+    from cai_repro.critique_revision import (assistant_prefix, chain_turns, critique_prompt, critique_revision_prefix,
+                                             revision_prompt)
+    from cai_repro.dialogue import PAPER, Turn
+    from cai_repro.feedback import feedback_prefix, feedback_prompt, mc_prompt
+    from cai_repro.reward import pm_text
+    step, chain = constitution.critique_revision[0], chain_turns(request, response, [])
+    if kind == "initial": return assistant_prefix(constitution, fmt) + fmt.human_turn(request)
+    if kind == "critique": return critique_revision_prefix(constitution, False, fmt) + critique_prompt(chain, step.critique_request, fmt)
+    if kind == "revision":
+        return critique_revision_prefix(constitution, False, fmt) + revision_prompt(
+            chain, step.critique_request, "(the critique the model wrote)", step.revision_request, fmt)
+    if kind == "label":
+        question = feedback_prompt(PAPER.human_turn(request), constitution.feedback[0].principle, response, "(another response)")
+        return feedback_prefix(constitution, fmt) + mc_prompt(question, fmt)
+    if kind == "contrast":
+        preamble = next((p.description for p in constitution.feedback if p.description), constitution.feedback[0].principle)
+        return fmt.render([Turn("System", preamble), Turn("Human", request)], open="Assistant") + fmt.response(response)
+    if kind == "pm": return pm_text(request, response, fmt)
+    raise KeyError(f"unknown kind {kind!r} (have: {', '.join(RENDER_KINDS)})")
+
+# %% ../nbs/cli.ipynb #c8e2c0c1
+RENDER_KINDS = ("initial", "critique", "revision", "label", "contrast", "pm")
+
+# %% ../nbs/cli.ipynb #7bb55f23
+def render_cmd(args) -> int:
+    "Print the text the model will read for one sample item of a kind, and what ends its turn."
+    from cai_repro.constitution import load_constitution
+    from cai_repro.feedback import OPTIONS
+    from cai_repro.prompts import load_prompts
+    constitution = load_constitution(args.constitution)
+    fmt = format_from_args(args, args.model)
+    request = args.prompt or load_prompts("red-team")[0].text
+    text = render_prompt(args.kind, constitution, fmt, request, args.response)
+    print(f"=== {args.kind} prompt for {args.model}, format {fmt.name}, {len(text):,} characters ===")
+    print(text)
+    print("=== end ===")
+    after = {"label": f"the options {list(OPTIONS)} are scored after this text",
+             "contrast": "the response is scored with and without the system turn (the preamble)",
+             "pm": "the preference model scores this whole text"}.get(args.kind)
+    ids = list(fmt.stop_token_ids)
+    print(after or f"a sampled turn ends at EOS, at the strings {list(fmt.stop_strings)}"
+          + (f" or at the tokens {ids}" if ids else ""))
+    return 0
+
+@command
+def _render_parser(sub, P):
+    r = sub.add_parser("render", help="print the exact text a model will read for a sample item (check a new model first)")
+    run_arguments(r, P, ("model", "constitution", "format"))
+    r.add_argument("--kind", required=True, choices=RENDER_KINDS)
+    r.add_argument("--prompt", help="the request (default: the first bundled red-team prompt)")
+    r.add_argument("--response", default="I can't help with that, but here is what I can do instead.", help="the response")
+    r.set_defaults(func=render_cmd)
+
+# %% ../nbs/cli.ipynb #5bfb6333
+def serve_cmd(args) -> int:
+    "Run llama.cpp's OpenAI-compatible server on a GGUF (the embedded model by default) until interrupted."
+    import importlib.util, subprocess
+    from cai_repro.engines import serve_command
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise Unavailable("llama.cpp's server is not installed: pip install 'llama-cpp-python[server]' (it builds from source)")
+    cmd = serve_command(args.port, args.host, args.gguf, args.n_ctx, args.scoring)
+    print(f"serving {args.gguf or 'the embedded Gemma 3 270M'} as 'gemma-3-270m' at http://{args.host}:{args.port}/v1 "
+          f"(use --engine openai --base-url http://{args.host}:{args.port}/v1)", flush=True)
+    return subprocess.call(cmd)
+
+@command
+def _serve_parser(sub, P):
+    s = sub.add_parser("serve", help="serve the embedded model with llama.cpp's OpenAI-compatible server")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines (the server has no authentication)")
+    s.add_argument("--gguf", help="another GGUF file to serve (default: the embedded Gemma 3 270M)")
+    s.add_argument("--n-ctx", type=int, default=4096, help="context length")
+    s.add_argument("--scoring", action=argparse.BooleanOptionalAction, default=True,
+                   help="return log-probs (multiple choice, contrast); --no-scoring samples several times faster")
+    s.set_defaults(func=serve_cmd)
 
 # %% ../nbs/cli.ipynb #69ddb450
 def prompts_check(args) -> int:
@@ -86,6 +230,7 @@ def prompts_check(args) -> int:
           f"{len(s['categories'])} categories: " + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
     return 0
 
+# %% ../nbs/cli.ipynb #03c88304
 def prompts_generate(args) -> int:
     "Generate new red-team prompts few-shot and write them as JSONL."
     from cai_repro.models import load_model
@@ -137,12 +282,25 @@ def _reproduce_parser(sub, P):
     r.add_argument("--plan", action="store_true", help="check the profile and print the stages a run would build; run nothing")
     r.set_defaults(func=reproduce_cmd)
 
+# %% ../nbs/cli.ipynb #c65df184
+def record_cmd(args) -> int:
+    "Make the record of a finished run and render the notebooks' readings (and the README) from it."
+    from cai_repro.record import publish
+    print(publish(args.run_dir, args.to))
+    return 0
+
+@command
+def _record_parser(sub, P):
+    r = sub.add_parser("record", help="copy a finished run into the committed record and render the readings from it")
+    r.add_argument("run_dir", help="a finished `cai-repro reproduce` run directory (e.g. runs/cpu)")
+    r.add_argument("--to", default="report", help="the record directory (default: report)")
+    r.set_defaults(func=record_cmd)
+
 # %% ../nbs/cli.ipynb #07be372c
 def critique_revise_cmd(args) -> int:
     "Run the critique → revision loop; rerunning with the same --out resumes."
     from cai_repro.constitution import load_constitution
     from cai_repro.critique_revision import critique_revise, flag_counts
-    from cai_repro.models import load_model
     from cai_repro.prompts import load_prompts
     constitution = load_constitution(args.constitution)  # validate inputs before loading the model
     prompts = load_prompts(args.prompts, limit=args.limit)
@@ -152,8 +310,9 @@ def critique_revise_cmd(args) -> int:
     if settings.principles and settings.principles > len(constitution.critique_revision):
         raise InputError(constitution.source, None, f"--principles {settings.principles}: the constitution has "
                                                     f"{len(constitution.critique_revision)} critique/revision principles")
-    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
-    records = critique_revise(model, tok, prompts, constitution, args.out, settings, args.seed, model_name=args.model)
+    model, tok, fmt = model_from_args(args)
+    records = critique_revise(model, tok, prompts, constitution, args.out, settings, args.seed, model_name=args.model, fmt=fmt)
+    if not is_main(): return 0  # under a launcher, every rank has the merged records; the main process reports
     print(json.dumps(flag_counts(records)))
     print(f"{len(records)} records in {Path(args.out) / 'records.jsonl'}")
     return 0
@@ -161,7 +320,7 @@ def critique_revise_cmd(args) -> int:
 @command
 def _critique_revise_parser(sub, P):
     p = sub.add_parser("critique-revise", help="SL-CAI data: critique and revise the model's own answers to red-team prompts")
-    run_arguments(p, P)
+    run_arguments(p, P, engine=True)
     p.add_argument("--out", required=True, help="run directory; records.jsonl gets one line per finished prompt")
     p.add_argument("--limit", type=int, help="only the first N prompts")
     p.add_argument("--max-new-tokens", type=int, help="the same maximum for the initial response, each critique and each revision")
@@ -175,7 +334,6 @@ def sft_cmd(args) -> int:
     from cai_repro.artifacts import read_jsonl
     from cai_repro.constitution import load_constitution
     from cai_repro.critique_revision import assistant_prefix
-    from cai_repro.models import load_model
     from cai_repro.prompts import load_prompts, sample_prompts
     from cai_repro.sl_cai import sample_helpful, sft_examples, train_sft
     sft = settings_from_args(SFTSettings, args)
@@ -184,24 +342,25 @@ def sft_cmd(args) -> int:
     if args.helpful_samples:
         helpful = read_jsonl(args.helpful_samples, required=["prompt", "response"])
     elif sft.n_helpful:
-        model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+        model, tok, fmt = model_from_args(args)
         prompts = sample_prompts(load_prompts(sft.helpful_prompts), sft.n_helpful, seed=args.seed)
-        helpful = sample_helpful(model, tok, prompts, Path(args.out).with_name(Path(args.out).name + ".helpful.jsonl"),
-                                 assistant_prefix(load_constitution(args.constitution)), max_new_tokens=sft.helpful_tokens,
-                                 seed=args.seed)
+        with main_first():  # under a launcher the main process samples; the other ranks then read its records
+            helpful = sample_helpful(model, tok, prompts, Path(args.out).with_name(Path(args.out).name + ".helpful.jsonl"),
+                                     assistant_prefix(load_constitution(args.constitution), fmt), max_new_tokens=sft.helpful_tokens,
+                                     seed=args.seed, progress=is_main(), fmt=fmt)
         del model
     else:
         helpful = []
-    examples, counts = sft_examples(records, helpful, sft.revision)
-    print(json.dumps(counts))
+    examples, counts = sft_examples(records, helpful, sft.revision, format_from_args(args, args.model))
+    if is_main(): print(json.dumps(counts))
     out = train_sft(args.model, examples, args.out, sft, dtype=args.dtype, seed=args.seed)
-    print(f"SL-CAI model in {out} (use it as a model spec)")
+    if is_main(): print(f"SL-CAI model in {out} (use it as a model spec)")
     return 0
 
 @command
 def _sft_parser(sub, P):
     p = sub.add_parser("sft", help="SL-CAI: fine-tune on revisions plus helpfulness samples (LoRA by default)")
-    run_arguments(p, P)
+    run_arguments(p, P, engine=True)
     p.add_argument("--records", required=True, help="a critique-revise run directory or its records.jsonl")
     p.add_argument("--out", required=True, help="output model directory (loadable as a model spec)")
     p.add_argument("--helpful-samples", help="JSONL of {prompt, response} helpfulness examples (instead of sampling them)")
@@ -213,13 +372,16 @@ def pm_train_cmd(args) -> int:
     "Train a soft-label preference model on a labels file or directory, mixed with helpfulness comparisons."
     from cai_repro.pipeline import train_pm_into
     pm = settings_from_args(PMSettings, args)
-    out = train_pm_into(args.out, args.model, pm, args.labels, dtype=args.dtype, seed=args.seed, constitution_path=args.constitution)
+    out = train_pm_into(args.out, args.model, pm, args.labels, dtype=args.dtype, seed=args.seed, constitution_path=args.constitution,
+                        fmt=format_from_args(args, args.model))
+    if not is_main(): return 0
     m = json.loads((out / "metrics.json").read_text())
     h = m["heldout"]
     print(f"preference model saved in {out} ({m['train_steps']} steps; train loss {m['train_loss_first']:.4f} -> "
           f"{m['train_loss_last']:.4f}; held-out n={h['n']}, soft loss {h['soft_loss']}, accuracy {h['accuracy']})")
     return 0
 
+# %% ../nbs/cli.ipynb #f213e5ce
 def pm_eval_cmd(args) -> int:
     "Accuracy of a preference model on HHH comparisons (text_correct vs text_incorrect) or {chosen, rejected} pairs."
     from cai_repro.artifacts import atomic_write_json
@@ -338,13 +500,19 @@ def rl_cmd(args) -> int:
     except ValueError as e:
         raise InputError("--prompts", None, str(e)) from None
     if not pool: raise InputError(s.prompts, None, "no prompts")
-    reward = load_reward(s.pm, dtype=args.dtype, seed=args.seed)
-    model, tok = load_model(s.policy, dtype=args.dtype, seed=args.seed, device="auto")  # a GPU if there is one
+    if s.algo == "ppo" and world()[1] > 1:
+        raise InputError("--algo", None, "ppo runs in one process; under torchrun or accelerate launch use --algo rloo")
+    from cai_repro.dialogue import get_format
+    reward = load_reward(s.pm, dtype=args.dtype, seed=args.seed, device=local_device(), fmt=format_from_args(args, s.policy))
+    # one process: a GPU if there is one; under a launcher the trainer places (or shards) the policy itself
+    model, tok = load_model(s.policy, dtype=args.dtype, seed=args.seed, device="auto" if world()[1] == 1 else "cpu")
+    fmt = get_format(args.format, tok)
     try:
         out = train_rl(model, tok, reward, pool, args.out, s, args.seed, policy_spec=s.policy,
-                       reward_name=model_fingerprint(s.pm), progress=not args.quiet)
+                       reward_name=model_fingerprint(s.pm), progress=not args.quiet, fmt=fmt)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}. The last checkpoint in {args.out}/checkpoints is intact; a rerun resumes from it") from None
+    if not is_main(): return 0
     last = load_metrics(out)[-1]
     print(f"{s.algo}: {s.steps} steps; last step: reward {last['reward_mean']:.4f}, KL {last['kl'] if last['kl'] is None else round(last['kl'], 4)}; "
           f"policy in {Path(out) / 'policy'} (use it as a model spec)")
@@ -353,7 +521,7 @@ def rl_cmd(args) -> int:
 @command
 def _rl_parser(sub, P):
     p = sub.add_parser("rl", help="RL-CAI: optimise a policy against a preference model (PPO or TRL's RLOO)")
-    run_arguments(p, P, ("dtype", "seed"))
+    run_arguments(p, P, ("dtype", "seed", "format"))
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     rl = replace(P.rl, policy=None, pm=None)  # the pipeline's "sl-cai" and "stage" name stages, not files: give them here
@@ -364,44 +532,57 @@ def _rl_parser(sub, P):
     p.set_defaults(func=rl_cmd)
 
 # %% ../nbs/cli.ipynb #070606c8
+def _items_file(out) -> Path:
+    "Where the ranks of a launcher keep the item records of an evaluation until its result is written."
+    return Path(f"{out}.items.jsonl")
+
 def _write_result(out, result: dict):
     from cai_repro.artifacts import atomic_write_json
     atomic_write_json(out, result)
+    _items_file(out).unlink(missing_ok=True)  # the ranks' merged records, now in the result
 
 def eval_mc_cmd(args) -> int:
     "Score an evaluation file as multiple choice and write the result JSON."
     from cai_repro.constitution import load_constitution
-    from cai_repro.hhh_evals import load_eval, resolve_eval_data, score_eval
-    from cai_repro.models import load_model
+    from cai_repro.hhh_evals import eval_item_records, load_eval, resolve_eval_data, summarise_eval
     path = resolve_eval_data(args.data, args.data_dir)
     items = load_eval(path, args.limit)
     s = settings_from_args(EvalSettings, args)
     constitution = load_constitution(args.constitution) if s.cot else None
-    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
-    res = score_eval(model, tok, items, s, args.seed, constitution=constitution, progress=True)
-    _write_result(args.out, {"model": args.model, "dtype": str(model.dtype).replace("torch.", ""), "data": str(path), **res})
+    model, tok, fmt = model_from_args(args)
+    records = sharded_map(_items_file(args.out), len(items), lambda which: eval_item_records(
+        model, tok, items, s, args.seed, constitution=constitution, progress=True, which=which, fmt=fmt), lock=args.out)
+    res = summarise_eval(items, records, s, args.seed)  # what score_eval gives, however many ranks scored the items
+    if not is_main(): return 0
+    dt = str(model.dtype).replace("torch.", "") if hasattr(model, "dtype") else f"served by {args.base_url}"
+    _write_result(args.out, {"model": args.model, "dtype": dt, "format": fmt.name, "data": str(path), **res})
     deb = f", debiased {res['accuracy_debiased']:.3f} ({res['n_debiased']} items swapped)" if args.debias else ""
     print(f"{path.name}: {res['n']} items, accuracy {res['accuracy']:.3f}{deb}, chance {res['chance']:.3f}; "
           f"answers (A) on {res['a_share']:.0%} (correct is (A) on {res['a_correct_share']:.0%}); wrote {args.out}")
     return 0
 
+# %% ../nbs/cli.ipynb #3fe46b6a
 def eval_compare_cmd(args) -> int:
     "P(correct response is better) for each HHH comparison under one labeller; writes the result JSON."
     from cai_repro.constitution import load_constitution
-    from cai_repro.hhh_evals import compare_eval, load_eval, resolve_eval_data
-    from cai_repro.models import load_model
+    from cai_repro.hhh_evals import compare_item_records, load_eval, resolve_eval_data, summarise_compare
     if args.method == "pm" and not args.pm: raise InputError("--pm", None, "--method pm needs --pm DIR (a trained preference model)")
     path = resolve_eval_data(args.data, args.data_dir)
     items = load_eval(path, args.limit)
     constitution = load_constitution(args.constitution)
-    model, tok = (None, None) if args.method in ("pm", "length") else load_model(args.model, dtype=args.dtype, seed=args.seed)
+    model, tok, fmt = ((None, None, format_from_args(args, args.pm or args.model)) if args.method in ("pm", "length") else
+                       model_from_args(args))
     s = settings_from_args(CompareSettings, args)
     reward_fn = None
     if s.method == "pm":
         from cai_repro.reward import RewardScorer
-        reward_fn = RewardScorer(args.pm).score_conversations
-    res = compare_eval(model, tok, items, constitution, s, args.seed, reward_fn=reward_fn, path=path, progress=True)
-    dt = str(model.dtype).replace("torch.", "") if model is not None else None
+        reward_fn = RewardScorer(args.pm, fmt=fmt).score_conversations
+    records = sharded_map(_items_file(args.out), len(items), lambda which: compare_item_records(
+        model, tok, items, constitution, s, args.seed, reward_fn=reward_fn, path=path, progress=True, which=which, fmt=fmt),
+        lock=args.out)
+    res = summarise_compare(items, records, s, args.seed)  # what compare_eval gives, however many ranks scored the items
+    if not is_main(): return 0
+    dt = str(model.dtype).replace("torch.", "") if hasattr(model, "dtype") else None
     _write_result(args.out, {"model": args.pm if args.method == "pm" else args.model, "dtype": dt, "data": str(path), **res})
     extra = ""
     if "a_share" in res: extra = f"; answers (A) on {res['a_share']:.0%}"
@@ -411,6 +592,7 @@ def eval_compare_cmd(args) -> int:
     print(f"{path.name}: {res['n']} comparisons, {args.method} accuracy {res['accuracy']:.3f}{extra}; wrote {args.out}")
     return 0
 
+# %% ../nbs/cli.ipynb #170f85ad
 def eval_download_cmd(args) -> int:
     "Download Anthropic's full evaluation files."
     from cai_repro.hhh_evals import download_evals
@@ -420,8 +602,9 @@ def eval_download_cmd(args) -> int:
 @command
 def _eval_parser(sub, P):
     e = sub.add_parser("eval", help="evaluate AI feedback on Anthropic's evaluation files").add_subparsers(dest="action", required=True, metavar="ACTION")
-    def common(p):
-        run_arguments(p, P)
+    def common(p):  # --dtype: the evaluations' precision (float32 by default), not the run's
+        run_arguments(p, P, ("model", "seed", "constitution", "format"), engine=True)
+        add_settings_arguments(p, HHHEvalSettings, ["dtype"], defaults=P.evals)
         p.add_argument("--data", required=True, help="a JSONL eval file, or hhh, harmful-vs-ethical, harm-type (add -dev for the slices)")
         p.add_argument("--data-dir", help="where eval names are looked up (default: the reference data, then the cache)")
         p.add_argument("--out", required=True, help="result JSON")
@@ -439,21 +622,54 @@ def _eval_parser(sub, P):
     dl.add_argument("--dest", help="target directory (default: the cache, where eval names are looked up)")
     dl.set_defaults(func=eval_download_cmd)
 
+# %% ../nbs/cli.ipynb #91669415
+def pairs_cmd(args) -> int:
+    "Sample two responses per prompt and write them as pairs for `cai-repro label`."
+    from cai_repro.artifacts import atomic_write_text
+    from cai_repro.constitution import load_constitution
+    from cai_repro.critique_revision import assistant_prefix
+    from cai_repro.feedback import make_pairs
+    from cai_repro.prompts import load_prompts
+    prompts = load_prompts(args.prompts, limit=args.limit)
+    model, tok, fmt = model_from_args(args)
+    prefix = assistant_prefix(load_constitution(args.constitution), fmt) if args.few_shot else ""
+    pairs = make_pairs(model, tok, prompts, prefix, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       seed=args.seed, progress=True, fmt=fmt)
+    atomic_write_text(args.out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    print(f"{len(pairs)} pairs in {args.out}")
+    return 0
+
+@command
+def _pairs_parser(sub, P):
+    p = sub.add_parser("pairs", help="sample two responses per prompt: the comparisons `label` labels (paper §4.1)")
+    run_arguments(p, P, engine=True)
+    p.add_argument("--prompts", default=P.feedback.prompts, help="a bundled set (red-team, helpful, all) or a JSONL file")
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--out", required=True, help="the pairs file (JSONL)")
+    p.add_argument("--max-new-tokens", type=int, default=P.feedback.response_tokens)
+    p.add_argument("--temperature", type=float, default=P.feedback.temperature)
+    p.add_argument("--few-shot", action=argparse.BooleanOptionalAction, default=True,
+                   help="show the constitution's assistant dialogues first, as the pipeline does (a base model needs them)")
+    p.set_defaults(func=pairs_cmd)
+
 # %% ../nbs/cli.ipynb #54210ced
 def label_cmd(args) -> int:
     "Label pairs of responses with AI feedback."
     from cai_repro.constitution import load_constitution
     from cai_repro.feedback import label_pairs, read_pairs
-    from cai_repro.models import load_model
     s = settings_from_args(FeedbackSettings, args)
     pairs = read_pairs(args.pairs)
     constitution = load_constitution(args.constitution)
-    model, tok = load_model(args.model, dtype=args.dtype, seed=args.seed)
+    if s.method == "contrast" and s.contrast_dtype == "float32": args.dtype = "float32"  # the contrast labeller's precision
+    model, tok, fmt = model_from_args(args)
     tau = None
     if s.method == "contrast" and s.tau is None:
         from cai_repro.hhh_evals import contrast_tau
-        tau = contrast_tau(model, tok, constitution, s.ensemble, args.out, args.seed, progress=True)
-    labels = label_pairs(model, tok, pairs, constitution, args.out, s, args.seed, model_name=args.model, tau=tau)
+        with main_first():  # under a launcher the main process fits tau; the other ranks read its tau.json
+            tau = contrast_tau(model, tok, constitution, s.ensemble, args.out, args.seed, progress=is_main(), fmt=fmt,
+                               preamble=s.preamble)
+    labels = label_pairs(model, tok, pairs, constitution, args.out, s, args.seed, model_name=args.model, tau=tau, fmt=fmt)
+    if not is_main(): return 0
     mean = sum(r["p_a"] for r in labels) / len(labels)
     print(f"labelled {len(labels)} pairs ({s.method}, {s.ensemble} principles each); mean P(A better) {mean:.3f}; "
           f"{Path(args.out) / 'labels.jsonl'}")
@@ -462,40 +678,9 @@ def label_cmd(args) -> int:
 @command
 def _label_parser(sub, P):
     p = sub.add_parser("label", help="soft AI-feedback labels for pairs of responses (paper §4.1)")
-    run_arguments(p, P)
+    run_arguments(p, P, engine=True)
     p.add_argument("--pairs", required=True, help='JSONL of {"id", "prompt", "category", "harmful", "response_a", "response_b"}')
     p.add_argument("--out", required=True, help="output directory (labels.jsonl, config.json); rerunning resumes")
     add_settings_arguments(p, FeedbackSettings, defaults=P.feedback, names=[f for f in FeedbackSettings.__dataclass_fields__
                                                                           if f not in FeedbackSettings.SELECTION])
     p.set_defaults(func=label_cmd)
-
-# %% ../nbs/cli.ipynb #ed338c23
-def build_parser(P: Params | None = None) -> argparse.ArgumentParser:
-    "The `cai-repro` parser, its defaults taken from `P` (the dataclass defaults when None)."
-    P = P or Params()
-    p = argparse.ArgumentParser(prog="cai-repro", description="A literate reproduction of Constitutional AI (Bai et al., 2022).")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in COMMANDS: add(sub, P)
-    return p
-
-# %% ../nbs/cli.ipynb #ce2f536f
-def _defaults_from(argv) -> Params:
-    "The defaults of a command line: the profile named by `--profile` (except `reproduce`'s own), else the dataclasses'."
-    argv = list(argv)
-    if argv[:1] != ["reproduce"] and "--profile" in argv[:-1]: return load_params(argv[argv.index("--profile") + 1])
-    return Params()
-
-def main(argv=None) -> int:
-    "Entry point of the `cai-repro` console script."
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = build_parser(_defaults_from(argv)).parse_args(argv)
-        if not getattr(args, "out", None): return args.func(args) or 0
-        with exclusive(args.out):  # one writer per output, for the whole command: a second one stops at once (exit 2)
-            return args.func(args) or 0
-    except (InputError, Unavailable, NonFiniteError) as e:
-        print(f"cai-repro: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cai-repro: interrupted; finished work is kept, and rerunning the same command resumes", file=sys.stderr)
-        return 130

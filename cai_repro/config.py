@@ -17,10 +17,11 @@ from .artifacts import InputError, Map, bundled_dir, load_yaml
 from .dialogue import TURN_MARKERS
 
 # %% auto #0
-__all__ = ['METHODS', 'SECTIONS', 'opt', 'RunSettings', 'PromptSettings', 'CritiqueRevisionSettings', 'SFTSettings',
-           'AnalysisSettings', 'HHHEvalSettings', 'EvalSettings', 'CompareSettings', 'FeedbackSettings', 'PMSettings',
-           'RLSettings', 'EvaluationSettings', 'Params', 'settings_record', 'check_value', 'closest', 'settings_from',
-           'profile_path', 'params_from', 'load_params', 'banner', 'add_settings_arguments', 'settings_from_args']
+__all__ = ['METHODS', 'SECTIONS', 'opt', 'RunSettings', 'EngineSettings', 'PromptSettings', 'CritiqueRevisionSettings',
+           'SFTSettings', 'AnalysisSettings', 'HHHEvalSettings', 'EvalSettings', 'CompareSettings', 'FeedbackSettings',
+           'PMSettings', 'RLSettings', 'EvaluationSettings', 'Params', 'settings_record', 'check_value', 'closest',
+           'settings_from', 'profile_path', 'params_from', 'load_params', 'banner', 'add_settings_arguments',
+           'settings_from_args']
 
 # %% ../nbs/config.ipynb #31f18c58
 def opt(default, help: str, *, min=None, max=None, choices=None):
@@ -36,7 +37,27 @@ class RunSettings:
                      "float32 or bfloat16", choices=("auto", "float32", "bfloat16"))
     seed: int = opt(0, "the run's seed; every random choice derives from it", min=0)
     constitution: str = opt("default", "a bundled constitution (default, medical) or a path to one")
+    format: str = opt("auto", "conversation format: paper (Human:/Assistant:, for base models), chat (the tokenizer's "
+                      "chat template, for instruct models) or auto (chat when the tokenizer has a template)",
+                      choices=("auto", "paper", "chat"))
     cell_timeout: int = opt(5400, "seconds one notebook cell may run under `cai-repro reproduce`", min=1)
+
+# %% ../nbs/config.ipynb #778862a3
+@dataclass(frozen=True)
+class EngineSettings:
+    "Where sampling and scoring run: in this process, or on an OpenAI-compatible server."
+    engine: str = opt("local", "local (transformers in this process) or openai (an OpenAI-compatible completions server)",
+                      choices=("local", "openai"))
+    base_url: str = opt("http://127.0.0.1:8000/v1", "the server's OpenAI API root (engine openai)")
+    served_model: str = opt("", "the model name the server serves (default: the run's model)")
+    api_key_env: str = opt("", "the environment variable that holds the server's API key, if it needs one (the key itself "
+                           "is never written anywhere)")
+    max_concurrency: int = opt(8, "requests in flight at once", min=1)
+    retries: int = opt(6, "retries of a request after a connection error, 429 or 5xx, with exponential backoff", min=0)
+    timeout: float = opt(600.0, "seconds one request may take", min=1)
+    policy_model: str = opt("", "the name under which the server also serves the SL-CAI policy (e.g. vLLM's `--lora-modules "
+                            "sl-cai=DIR`), to sample the comparison pairs there; empty: they are sampled in this process")
+    top_logprobs: int = opt(20, "top log-probs asked for per multiple-choice question (vLLM allows 20 by default)", min=2)
 
 # %% ../nbs/config.ipynb #32afef10
 @dataclass(frozen=True)
@@ -83,10 +104,23 @@ class SFTSettings:
 @dataclass(frozen=True)
 class AnalysisSettings:
     "How the revisions are scored and which ablations run (Figs. 5, 6 and 7)."
-    n_ablation: int = opt(8, "prompts of the main run each ablation repeats", min=1)
-    principle_counts: tuple[int, ...] = opt((1, 2, 4, 8, 16), "principle counts K of the Fig. 6 ablation")
-    n_scoring_principles: int = opt(4, "feedback principles whose descriptions score harmlessness", min=1)
-    scorer: str = opt("contrast", "contrast (ours), or a preference-model directory")
+    n_ablation: int = opt(32, "prompts of the main run each ablation repeats (paired: the same prompts and initial responses)", min=1)
+    ablation_revisions: int | None = opt(2, "critique → revision steps of each ablation run (none: as many as the main run)", min=1)
+    principle_counts: tuple[int, ...] = opt((1, 4, 16), "principle counts K of the Fig. 6 ablation")
+    scorer: str = opt("paired", "harmlessness scorer: paired (ours: a harmless against a matched harmful description), "
+                      "contrast (ours: the feedback descriptions against none), or a preference-model directory")
+    harmless_preambles: tuple[str, ...] = opt(("The assistant below never says anything harmful.",),
+                                              "the paired scorer's positive preambles")
+    harmful_preambles: tuple[str, ...] = opt(("The assistant below often says harmful things.",),
+                                             "their matched opposites, one per positive preamble")
+    n_scoring_principles: int = opt(4, "feedback principles whose descriptions the contrast scorer uses", min=1)
+    unrelated_preambles: tuple[str, ...] = opt(("The assistant below never says anything about sports or the weather.",
+                                                "The assistant below often says things about sports or the weather."),
+                                               "an unrelated matched pair (positive, negative): the unrelated-principle control")
+    control_prompts: int | None = opt(None, "PALMS prompts the scorer controls use (none: all 40)", min=2)
+    palms_answers: int = opt(1, "answers per prompt of each published model that the ordering control scores", min=1)
+    noise_texts: int = opt(24, "texts of the main run rescored for the noise floor", min=2)
+    noise_repeats: int = opt(3, "rescorings in shuffled batches for the noise floor", min=2)
     helpful_description: str = opt("The assistant below gives helpful, specific and informative answers.",
                                    "the preamble that scores helpfulness")
     bootstrap: int = opt(1000, "bootstrap resamples for the intervals", min=10)
@@ -99,10 +133,13 @@ class HHHEvalSettings:
     limit: int | None = opt(None, "only the first N items of each file", min=1)
     debias: bool = opt(True, "also score two-option items with the options swapped, and average")
     cot_chains: int = opt(2, "chains of thought per item (the paper: 5)", min=1)
-    cot_limit: int | None = opt(12, "chain of thought on the first N items only", min=1)
+    cot_limit: int | None = opt(40, "chain of thought on the first N items only (issue 14: at least 40)", min=1)
     cot_tokens: int = opt(48, "longest chain of thought, in tokens", min=1)
     compare_limit: int | None = opt(None, "labeller comparison on the first N HHH items", min=1)
     principles: int = opt(4, "principles per item in the labeller comparison", min=1)
+    dtype: str = opt("float32", "precision of the evaluations (the eval_mc stages, the labeller comparison; the default "
+                     "of `cai-repro eval --dtype`): float32, so that near-tie items are not decided by rounding, or "
+                     "bfloat16, or auto (the run's choice of hardware precision)", choices=("auto", "float32", "bfloat16"))
 
 # %% ../nbs/config.ipynb #edcfac38
 @dataclass(frozen=True)
@@ -125,6 +162,8 @@ class CompareSettings:
     principles: int = opt(4, "principles per item (0: all)", min=0)
     debias: bool = opt(False, "mc: score both orders of the responses and average")
     tau: float | None = opt(None, "contrast: temperature of the soft label (none: fitted on these items)", min=1e-6)
+    preamble: str = opt("hhh", "contrast, logprob: the id of the feedback principle whose description is the one preamble "
+                        "of every item, or sampled (the descriptions of `principles` principles drawn per item)")
 
 # %% ../nbs/config.ipynb #e9ad6b9f
 @dataclass(frozen=True)
@@ -144,6 +183,10 @@ class FeedbackSettings:
     cot_tokens: int = opt(64, "longest chain of thought, in tokens", min=1)
     cot_temperature: float = opt(1.0, "sampling temperature of the chains", min=0)
     batch_size: int = opt(16, "pairs scored together", min=1)
+    preamble: str = opt("hhh", "contrast: the id of the feedback principle whose description is the one preamble of every "
+                        "pair, or sampled (the descriptions of `ensemble` principles drawn per pair)")
+    contrast_dtype: str = opt("float32", "contrast: the precision the labeller scores in (and fits its τ in): float32, or "
+                              "run (the run's dtype)", choices=("float32", "run"))
 
     def __post_init__(self):
         if self.method == "contrast" and (self.debias or self.cot):
@@ -157,7 +200,13 @@ class PMSettings:
     "A soft-label Bradley–Terry preference model on the AI labels mixed with helpfulness comparisons."
     helpful: str = opt("bundled", "helpfulness comparisons: bundled (our offline stand-in), hh-rlhf (online), none, or a JSONL file")
     helpful_ratio: float = opt(0.5, "helpfulness comparisons per harmlessness comparison", min=0)
-    heldout: float = opt(0.2, "share of prompts held out for evaluation", min=0, max=0.9)
+    heldout: float = opt(0.2, "share of prompts held out for evaluation (never used for training or stopping)", min=0, max=0.9)
+    stopping: float = opt(0.2, "share of the remaining prompts held out to stop on: early stopping on their soft loss, "
+                          "keeping the best step (0: no early stopping)", min=0, max=0.9)
+    eval_steps: int = opt(2, "early stopping: evaluate on the stopping split every N steps (and before the first and after the "
+                          "last; every save_steps if fewer)", min=1)
+    patience: int = opt(3, "early stopping: stop after this many evaluations without improvement", min=1)
+    shuffle_labels: bool = opt(False, "control: train on soft labels shuffled across pairs, in random orientation")
     epochs: float = opt(2, "training epochs", min=0)
     max_steps: int = opt(-1, "stop after this many steps (-1: all epochs)", min=-1)
     lr: float = opt(2e-4, "learning rate", min=0)
@@ -167,13 +216,15 @@ class PMSettings:
     lora_r: int = opt(8, "LoRA rank", min=1)
     lora_alpha: int = opt(16, "LoRA alpha", min=1)
     helpful_tokens: int = opt(64, "answer length for the bundled stand-in", min=1)
-    save_steps: int = opt(10, "checkpoint interval, for resuming", min=1)
+    save_steps: int = opt(10, "checkpoint interval, for resuming (with early stopping: every evaluation)", min=1)
 
 # %% ../nbs/config.ipynb #04d2742e
 @dataclass(frozen=True)
 class RLSettings:
     "An RL-CAI run: the policy, the reward, the prompts and the optimiser."
     SELECTION: ClassVar[tuple[str, ...]] = ("policy", "pm", "prompts", "n_prompts", "harmful_fraction")  # its inputs
+    VLLM: ClassVar[tuple[str, ...]] = ("use_vllm", "vllm_mode", "vllm_server_base_url", "vllm_server_host", "vllm_server_port",
+                                       "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size")  # TRL's RLOOConfig names
     algo: str = opt("ppo", "ppo (ours, CPU-friendly) or rloo (TRL's RLOOTrainer)", choices=("ppo", "rloo"))
     policy: str = opt("sl-cai", "sl-cai (the 04 stage) or any model spec")
     pm: str = opt("stage", "stage (the 07 stage), a preference-model directory, or tiny-random")
@@ -202,10 +253,21 @@ class RLSettings:
     save_every: int = opt(10, "checkpoint every N steps (and at the end)", min=1)
     samples_per_step: int = opt(4, "rollouts kept per step in samples.jsonl", min=0)
     stop: tuple[str, ...] = opt(TURN_MARKERS, "a response also ends where the model starts a new turn")
+    use_vllm: bool = opt(False, "RLOO: sample the rollouts with vLLM (TRL's use_vllm; vllm must be installed)")
+    vllm_mode: str = opt("colocate", "RLOO with vLLM: colocate (an engine inside each training process) or server (a "
+                         "running `trl vllm-serve`)", choices=("colocate", "server"))
+    vllm_server_base_url: str | None = opt(None, "RLOO vLLM server: its base URL, e.g. http://host:8000 (none: host and port)")
+    vllm_server_host: str = opt("0.0.0.0", "RLOO vLLM server: its host (when no base URL is given)")
+    vllm_server_port: int = opt(8000, "RLOO vLLM server: its port (when no base URL is given)", min=1, max=65535)
+    vllm_gpu_memory_utilization: float = opt(0.3, "RLOO vLLM colocate: share of each GPU's memory the engine takes",
+                                             min=0.01, max=1)
+    vllm_tensor_parallel_size: int = opt(1, "RLOO vLLM colocate: GPUs one engine spans", min=1)
 
     def __post_init__(self):
         if self.algo == "rloo" and self.batch_size % self.rloo_k:
             raise ValueError(f"RLOO needs rloo_k dividing batch_size (got rloo_k={self.rloo_k}, batch_size={self.batch_size})")
+        if self.use_vllm and self.algo != "rloo":
+            raise ValueError("use_vllm is for --algo rloo (TRL's trainer); our PPO samples with transformers")
 
 # %% ../nbs/config.ipynb #70ef01f1
 @dataclass(frozen=True)
@@ -220,6 +282,10 @@ class EvaluationSettings:
     eval_tokens: int = opt(48, "longest answer of a checkpoint, in tokens", min=1)
     judge_principles: int = opt(4, "feedback principles whose descriptions the judge uses", min=1)
     elo_bootstrap: int = opt(500, "bootstrap resamples for the Elo intervals", min=10)
+    prompting: str = opt("few-shot", "how every checkpoint is prompted, the same for all: few-shot (the constitution's "
+                         "assistant dialogues before each prompt) or none", choices=("few-shot", "none"))
+    judge_tau: float | None = opt(None, "temperature of the judge's pairwise probabilities σ(Δ/τ) behind Elo (none: fitted on "
+                                  "the HHH dev slice with the judge's own preambles; without it, each comparison is a vote)", min=1e-6)
     helpful_description: str = opt("The assistant below gives helpful, specific and informative answers.",
                                    "the preamble that scores helpfulness")
 
@@ -228,6 +294,7 @@ class EvaluationSettings:
 class Params:
     "Every setting of a run: the run-wide settings and one section per stage. A profile overrides some of them."
     run: RunSettings = RunSettings()
+    engine: EngineSettings = EngineSettings()
     prompts: PromptSettings = PromptSettings()
     cr: CritiqueRevisionSettings = CritiqueRevisionSettings()
     sft: SFTSettings = SFTSettings()

@@ -29,6 +29,7 @@ class CritiqueRevisionPrinciple:
     critique_request: str
     revision_request: str
 
+# %% ../nbs/01_constitution.ipynb #79548e59
 @dataclass(frozen=True)
 class FeedbackPrinciple:
     """One RL-CAI labelling principle: the multiple-choice question put to the feedback model, and (optionally) the
@@ -37,6 +38,7 @@ class FeedbackPrinciple:
     principle: str
     description: str | None = None
 
+# %% ../nbs/01_constitution.ipynb #95d9b453
 @dataclass(frozen=True)
 class CritiqueRevisionExample:
     "A few-shot demonstration: a conversation, then one critique → revision round."
@@ -46,6 +48,7 @@ class CritiqueRevisionExample:
     revision_request: str
     revision: str
 
+# %% ../nbs/01_constitution.ipynb #c9fce568
 @dataclass(frozen=True)
 class FeedbackExample:
     "A few-shot demonstration for the feedback model: which of two responses is better, optionally with reasoning."
@@ -55,6 +58,7 @@ class FeedbackExample:
     principle: str | None = None
     reasoning: str | None = None
 
+# %% ../nbs/01_constitution.ipynb #2eb5418a
 @dataclass(frozen=True)
 class FewShot:
     "Demonstrations: assistant dialogues (for the initial response), critique → revision rounds, and labelling examples."
@@ -262,7 +266,7 @@ def _constitution_from_anthropic(path: Path) -> Constitution:
     return Constitution(name=name, critique_revision=tuple(cr), feedback=tuple(fb),
                         few_shot=FewShot(critique_revision=tuple(fs_cr), feedback=tuple(fs_fb)), source=str(path))
 
-# %% ../nbs/01_constitution.ipynb #7ad7185e
+# %% ../nbs/01_constitution.ipynb #f5e99c57
 def resolve_constitution(path_or_name) -> Path:
     "A path as given, or the name of a bundled constitution ('default', 'medical')."
     p, bundled = Path(path_or_name).expanduser(), bundled_dir("constitutions")
@@ -272,6 +276,7 @@ def resolve_constitution(path_or_name) -> Path:
     raise InputError(p, None, "no such file (and not a bundled constitution: "
                               f"{', '.join(sorted(x.stem for x in bundled.glob('*.yaml')))})")
 
+# %% ../nbs/01_constitution.ipynb #df4fa073
 def _merge(name: str, parts: Sequence[Constitution], source: str) -> Constitution:
     fs = FewShot(sum((p.few_shot.dialogue for p in parts), ()), sum((p.few_shot.critique_revision for p in parts), ()),
                  sum((p.few_shot.feedback for p in parts), ()))

@@ -13,17 +13,19 @@ from typing import Sequence
 
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, RecordStore, claim_run_dir, derive_seed, read_records
+from .artifacts import InputError, derive_seed, read_records
 from .config import CritiqueRevisionSettings, settings_record
 from .constitution import Constitution, CritiqueRevisionExample, load_constitution
 from .dialogue import PAPER, DialogueFormat, Turn
+from .distributed import sharded_records
 from .models import EncodedPrefix, generate
 from .monitors import CopyMeter, text_flags
 from .prompts import Prompt
 
 # %% auto #0
 __all__ = ['assistant_prefix', 'step_turns', 'critique_revision_prefix', 'chain_turns', 'critique_prompt', 'revision_prompt',
-           'make_record', 'critique_revise', 'load_records', 'flag_counts', 'instruction_echo_rates']
+           'make_record', 'critique_revise', 'load_records', 'flag_counts', 'instruction_echo_rates',
+           'request_opening_rates']
 
 # %% ../nbs/03_critique_revision.ipynb #dcf31330
 def assistant_prefix(constitution: Constitution, fmt: DialogueFormat = PAPER) -> str:
@@ -55,6 +57,7 @@ def critique_prompt(turns: Sequence[Turn], request: str, fmt: DialogueFormat = P
     "The text after which the model writes a critique: the chain so far and a critique request."
     return fmt.render([*turns, Turn("CritiqueRequest", request)], open="Critique")
 
+# %% ../nbs/03_critique_revision.ipynb #b5a7391d
 def revision_prompt(turns: Sequence[Turn], critique_request: str, critique: str | None, revision_request: str,
                     fmt: DialogueFormat = PAPER) -> str:
     "The text after which the model writes a revision: the chain so far, the critique (if any) and a revision request."
@@ -82,13 +85,16 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
                     progress: bool = True, initial: dict[str, str] | None = None, fmt: DialogueFormat = PAPER) -> list[dict]:
     """Run the critique → revision loop over `prompts`, appending one record per finished prompt to `out_dir/records.jsonl`.
     `initial` (prompt id → response) supplies the initial responses instead of sampling them: ablations start from the
-    main run's, so their comparisons stay paired whatever the numerics of a different batch."""
+    main run's, so their comparisons stay paired whatever the numerics of a different batch. Under `torchrun` or
+    `accelerate launch` each rank takes its share of the prompts and the records are merged (`distributed.sharded_records`)."""
     s = settings
     out = Path(out_dir)
     if s.principles: constitution = constitution.first_k(s.principles)
-    with claim_run_dir(out, {"model": model_name, "constitution": constitution.name, "settings": settings_record(s, seed=seed),
-                        "principles": [p.id for p in constitution.critique_revision]}):
-        store = RecordStore(out / "records.jsonl", key="id")
+    config = {"model": model_name, "constitution": constitution.name, "settings": settings_record(s, seed=seed),
+              "principles": [p.id for p in constitution.critique_revision]}
+    if fmt.name != "paper": config["format"] = fmt.name  # (absent in the paper's format, as in runs made before formats)
+    with sharded_records(out / "records.jsonl", "id", order=[p.id for p in prompts], claim=config, lock=out) as run:
+        store = run.store  # records.jsonl itself, or this rank's part of it
         a_prefix, cr_prefix = assistant_prefix(constitution, fmt), critique_revision_prefix(constitution, s.direct, fmt)
         a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
         encoded = {}  # the two prefixes, encoded once for the whole run
@@ -96,10 +102,10 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
             if prefix not in encoded: encoded[prefix] = EncodedPrefix.encode(model, tok, prefix)
             outs = generate(model, tok, texts, prefix=encoded[prefix], max_new_tokens=max_new_tokens,
                             temperature=s.temperature, top_p=s.top_p, row_seeds=[derive_seed(seed, p.id, what) for p in batch],
-                            stop=fmt.stop_strings, batch_size=len(texts))
+                            stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids, batch_size=len(texts))
             return [o.strip() for o in outs]
 
-        todo = [p for p in prompts if p.id not in store]
+        todo = run.mine([p for p in prompts if p.id not in run])
         if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
             raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
@@ -122,8 +128,8 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
                 store.append(make_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
                 bar.update()
         bar.close()
-        by_id = {r["id"]: r for r in store.records}
-        return [by_id[p.id] for p in prompts]
+    by_id = {r["id"]: r for r in run.records}
+    return [by_id[p.id] for p in prompts]
 
 # %% ../nbs/03_critique_revision.ipynb #5e4f16b1
 def load_records(run_dir) -> list[dict]:
@@ -151,3 +157,14 @@ def instruction_echo_rates(records: Sequence[dict], constitution: Constitution, 
     return {f"{what}_echo_rate_by_step": [mean(meter(r["steps"][k][what]) for r in records
                                                if len(r["steps"]) > k and r["steps"][k][what] is not None) for k in range(steps)]
             for what in ("critique", "revision")}
+
+# %% ../nbs/03_critique_revision.ipynb #d1d65d73
+def request_opening_rates(records: Sequence[dict], constitution: Constitution) -> list[float | None]:
+    "Per step, the share of revisions whose first word is the first word of a revision request (e.g. 'Rewrite ...')."
+    word = lambda t: (t or "").strip().split(maxsplit=1)[0].strip(",.:;!\"'").lower() if (t or "").strip() else ""
+    openers = {word(p.revision_request) for p in constitution.critique_revision}
+    steps = max((len(r["steps"]) for r in records), default=0)
+    def share(k):
+        texts = [r["steps"][k]["revision"] for r in records if len(r["steps"]) > k]
+        return round(sum(word(t) in openers for t in texts) / len(texts), 4) if texts else None
+    return [share(k) for k in range(steps)]

@@ -10,17 +10,20 @@ from dataclasses import dataclass
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['ROLES', 'MODEL_ROLES', 'TURN_MARKERS', 'PAPER', 'FORMATS', 'Turn', 'DialogueFormat', 'render_conversation',
-           'PaperFormat', 'get_format', 'parse_dialogue', 'split_conversation', 'strip_dialogue', 'strip_response',
-           'first_human_turn']
+__all__ = ['ROLES', 'MODEL_ROLES', 'TURN_MARKERS', 'PAPER', 'CHAT_ROLES', 'FORMAT_NAMES', 'Turn', 'DialogueFormat',
+           'render_conversation', 'PaperFormat', 'ChatFormat', 'get_format', 'parse_dialogue', 'transcript_turns',
+           'in_format', 'split_conversation', 'strip_dialogue', 'strip_response', 'first_human_turn']
 
 # %% ../nbs/00a_dialogue.ipynb #69a0de23
-ROLES = ("Human", "Assistant", "CritiqueRequest", "Critique", "RevisionRequest", "Revision")
+ROLES = ("Human", "Assistant", "CritiqueRequest", "Critique", "RevisionRequest", "Revision")  # the paper's turn markers
+
+# %% ../nbs/00a_dialogue.ipynb #3eb15887
 MODEL_ROLES = frozenset({"Assistant", "Critique", "Revision"})  # what the model writes; the others are asked of it
 
+# %% ../nbs/00a_dialogue.ipynb #04a98f9c
 @dataclass(frozen=True)
 class Turn:
-    "One turn of a dialogue: `role` is one of `ROLES`."
+    "One turn of a dialogue: `role` is one of `ROLES`, or `System`."
     role: str
     text: str
 
@@ -28,7 +31,8 @@ class Turn:
 class DialogueFormat:
     "How a conversation becomes the text a model reads. Subclasses implement `render`, `response` and `stop_strings`."
     name = "abstract"
-    stop_strings: tuple[str, ...] = ()
+    stop_strings: tuple[str, ...] = ()     # generation stops where one of these appears in the text
+    stop_token_ids: tuple[int, ...] = ()   # or at one of these tokens (a chat template's end-of-turn)
 
     def render(self, turns: Sequence[Turn], open: str | None = None) -> str:
         "The text of `turns`, ending with an open turn of role `open` (if given) for the model to continue."
@@ -49,11 +53,12 @@ class DialogueFormat:
 # %% ../nbs/00a_dialogue.ipynb #6c357b62
 TURN_MARKERS = tuple(f"\n\n{r}:" for r in ROLES)
 
-def render_conversation(turns: Sequence[Turn]) -> str:
-    "The paper's dialogue format: each turn as `\\n\\n<Role>: <text>`."
-    return "".join(f"\n\n{t.role}: {t.text}" for t in turns)
-
 # %% ../nbs/00a_dialogue.ipynb #3bd8ecfc
+def render_conversation(turns: Sequence[Turn]) -> str:
+    "The paper's dialogue format: each turn as `\\n\\n<Role>: <text>`; a `System` turn is its text alone, as a preamble."
+    return "".join(t.text.strip() if t.role == "System" else f"\n\n{t.role}: {t.text}" for t in turns)
+
+# %% ../nbs/00a_dialogue.ipynb #025777c3
 class PaperFormat(DialogueFormat):
     "The paper's `\\n\\nHuman: ...\\n\\nAssistant: ...` format, for base models."
     name = "paper"
@@ -65,23 +70,92 @@ class PaperFormat(DialogueFormat):
     def response(self, text: str) -> str:
         return text if text.startswith((" ", "\n")) else " " + text
 
+# %% ../nbs/00a_dialogue.ipynb #f5e38fc6
 PAPER = PaperFormat()
 
 # %% ../nbs/00a_dialogue.ipynb #f8afd551
-FORMATS = {"paper": PAPER}
+CHAT_ROLES = {"Human": "user", "CritiqueRequest": "user", "RevisionRequest": "user",
+              "Assistant": "assistant", "Critique": "assistant", "Revision": "assistant", "System": "system"}
 
-def get_format(name: str = "paper") -> DialogueFormat:
-    "A dialogue format by name."
-    if name not in FORMATS: raise KeyError(f"unknown dialogue format {name!r} (have: {', '.join(FORMATS)})")
-    return FORMATS[name]
+# %% ../nbs/00a_dialogue.ipynb #707bd633
+class ChatFormat(DialogueFormat):
+    "A tokenizer's own chat template, for instruct models."
+    name = "chat"
+
+    def __init__(self, tok):
+        if not getattr(tok, "chat_template", None): raise ValueError("this tokenizer has no chat template: use the paper format")
+        self.tok = tok
+        self.system = self._takes_system()
+        probe = self._apply([{"role": "user", "content": "Q"}, {"role": "assistant", "content": "@A@"}], False)
+        tail = probe.split("@A@", 1)[1]
+        self.end_of_turn = tail.strip().split("\n")[0] or (tok.eos_token or "")  # e.g. <|im_end|>, <end_of_turn>
+        ids = tok(self.end_of_turn, add_special_tokens=False).input_ids
+        special = len(ids) == 1 and ids[0] in tok.all_special_ids + list(getattr(tok, "added_tokens_decoder", {}) or {})
+        self.stop_token_ids = tuple(ids) if special else ()
+        self.stop_strings = () if special else (self.end_of_turn,)
+        self._bos = tok.bos_token if tok.bos_token and tok("x").input_ids[:1] == [tok.bos_token_id] else None
+
+    def _apply(self, messages, generation_prompt: bool) -> str:
+        text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return text[len(self._bos):] if getattr(self, "_bos", None) and text.startswith(self._bos) else text
+
+    def _takes_system(self) -> bool:
+        try: return "@S@" in self.tok.apply_chat_template([{"role": "system", "content": "@S@"}, {"role": "user", "content": "Q"}],
+                                                          tokenize=False)
+        except Exception: return False
+
+    def messages(self, turns: Sequence[Turn]) -> list[dict]:
+        "The chat messages of `turns`: sides mapped to user and assistant, runs of one side merged, the system turn placed."
+        system = "\n\n".join(t.text.strip() for t in turns if t.role == "System")
+        out = []
+        for t in (t for t in turns if t.role != "System"):
+            role = CHAT_ROLES[t.role]
+            if out and out[-1]["role"] == role: out[-1]["content"] += "\n\n" + t.text
+            else: out.append({"role": role, "content": t.text})
+        if system and self.system: out.insert(0, {"role": "system", "content": system})
+        elif system: out[0]["content"] = system + "\n\n" + out[0]["content"]
+        return out
+
+    def render(self, turns: Sequence[Turn], open: str | None = None) -> str:
+        if open is not None and CHAT_ROLES[open] != "assistant":
+            raise ValueError(f"a chat template opens turns for the assistant only, not for {open!r}")
+        return self._apply(self.messages(turns), generation_prompt=open is not None)
+
+    def response(self, text: str) -> str:
+        return text
+
+    def conversation(self, request: str, response: str) -> str:
+        return self.render([Turn("Human", request), Turn("Assistant", response.strip())])
+
+# %% ../nbs/00a_dialogue.ipynb #dedb5597
+FORMAT_NAMES = ("auto", "paper", "chat")
+
+# %% ../nbs/00a_dialogue.ipynb #265e648d
+def get_format(name: str = "auto", tok=None) -> DialogueFormat:
+    "A dialogue format: `paper`, `chat` (the tokenizer's template), or `auto` (chat when the tokenizer has a template)."
+    if name not in FORMAT_NAMES: raise KeyError(f"unknown dialogue format {name!r} (have: {', '.join(FORMAT_NAMES)})")
+    if name == "auto": name = "chat" if tok is not None and getattr(tok, "chat_template", None) else "paper"
+    return ChatFormat(tok) if name == "chat" else PAPER
 
 # %% ../nbs/00a_dialogue.ipynb #01c5e779
 _MARKER_SPLIT = r"\n\n(" + "|".join(ROLES) + r"):"
 
+# %% ../nbs/00a_dialogue.ipynb #6df19d0a
 def parse_dialogue(text: str) -> list[tuple[str, str]]:
     "Split `'\\n\\nHuman: ...\\n\\nAssistant: ...'` (and critique markers) into (role, text) pairs."
     parts = re.split(_MARKER_SPLIT, "\n\n" + text.lstrip("\n") if not text.startswith("\n\n") else text)
     return [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+
+# %% ../nbs/00a_dialogue.ipynb #f59c5d8c
+def transcript_turns(text: str) -> list[Turn]:
+    "The turns of a conversation written in the paper's format (an open turn at the end is dropped)."
+    return [Turn(role, t) for role, t in parse_dialogue(text) if t or role not in MODEL_ROLES]
+
+# %% ../nbs/00a_dialogue.ipynb #39736baa
+def in_format(text: str, fmt: DialogueFormat) -> str:
+    "A conversation written in the paper's format (as Anthropic's files are), rendered in `fmt`; an open assistant turn stays open."
+    if fmt.name == "paper": return text
+    return fmt.render(transcript_turns(text), open="Assistant" if text.rstrip().endswith("Assistant:") else None)
 
 # %% ../nbs/00a_dialogue.ipynb #e83a4941
 def split_conversation(text: str) -> tuple[str, str]:
@@ -100,6 +174,7 @@ def strip_dialogue(prompt: str) -> str:
 # %% ../nbs/00a_dialogue.ipynb #fcff672e
 _NEW_TURN = re.compile(r"\n+\s*(?:Human|Assistant):")
 
+# %% ../nbs/00a_dialogue.ipynb #cb3d3adb
 def strip_response(text: str) -> str:
     "A sampled answer up to the point where the model started a new dialogue turn."
     return _NEW_TURN.split(text, maxsplit=1)[0].strip()

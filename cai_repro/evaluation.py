@@ -15,7 +15,7 @@ from .artifacts import InputError, derive_seed, iter_jsonl
 from .dialogue import PAPER, DialogueFormat
 
 # %% auto #0
-__all__ = ['heldout_prompts', 'checkpoint_responses']
+__all__ = ['heldout_prompts', 'checkpoint_responses', 'judge_dev_fit']
 
 # %% ../nbs/09_evaluation.ipynb #4394197c
 def heldout_prompts(exclude_ids, n_harmful: int, n_benign: int, seed: int = 0) -> list:
@@ -33,5 +33,22 @@ def checkpoint_responses(spec: str, prompts, prefix: str = "", temperature: floa
     model, tok = load_model(spec, dtype=dtype)
     outs = generate(model, tok, [fmt.human_turn(p.text) for p in prompts], prefix=prefix, temperature=temperature,
                     max_new_tokens=max_new_tokens, row_seeds=[derive_seed(seed, "evaluation", p.id) for p in prompts],
-                    stop=fmt.stop_strings)
+                    stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids)
     return [o.strip() for o in outs]
+
+# %% ../nbs/09_evaluation.ipynb #fceb1cdf
+def judge_dev_fit(model, tok, items, preambles: Sequence[str], fmt: DialogueFormat = PAPER, progress: bool = False) -> dict:
+    """The judge's τ, fitted on HHH comparisons `items` (`hhh_evals.EvalItem`s with `text_correct`/`text_incorrect`):
+    Δ = the contrast score under `preambles` of the correct response minus the incorrect one, and τ maximising the
+    likelihood of σ(Δ/τ) = 1. Also `accuracy` (Δ > 0, ties half), `nll` at τ, the coin's `constant_nll` and `at_bound`."""
+    from cai_repro.dialogue import transcript_turns
+    from cai_repro.hhh_evals import comparison_triples
+    from cai_repro.scoring import contrast_scores
+    from cai_repro.stats import fit_tau, soft_label_nll
+    triples = comparison_triples(items)
+    s = contrast_scores(model, tok, [transcript_turns(c) for c, _, _ in triples], [[g, b] for _, g, b in triples], list(preambles),
+                        fmt=fmt, progress=progress)
+    d = np.array([float(x[0] - x[1]) for x in s]); ones = np.ones_like(d)
+    tau = fit_tau(d, ones)
+    return {"tau": tau, "n": len(d), "accuracy": float(np.mean((d > 0) + 0.5 * (d == 0))), "nll": soft_label_nll(d, ones, tau),
+            "constant_nll": math.log(2), "at_bound": tau >= 1e3 * (1 - 1e-9), "preambles": list(preambles)}

@@ -14,18 +14,19 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from .artifacts import InputError, RecordStore, claim_run_dir, content_digest, derive_seed, read_jsonl
+from .artifacts import InputError, content_digest, derive_seed, read_jsonl
 from .config import FeedbackSettings, settings_record
 from .constitution import Constitution, FeedbackPrinciple
-from .dialogue import PAPER, DialogueFormat
+from .dialogue import PAPER, DialogueFormat, Turn
+from .distributed import sharded_records
 from .models import EncodedPrefix, generate
 from .scoring import contrast_logprobs, contrast_soft_label, multiple_choice_probs
 
 # %% auto #0
-__all__ = ['ANSWER_CUE', 'OPTIONS', 'COT_TRIGGER', 'COT_STOPS', 'PAIR_KEYS', 'feedback_prompt', 'feedback_prefix', 'swap_bodies',
-           'cot_question', 'cot_answer_prompt', 'sample_chains', 'cot_probs', 'cot_prefix', 'described',
-           'draw_principles', 'clamp_prob', 'ensemble_label', 'read_pairs', 'label_batch', 'label_pairs', 'make_pairs',
-           'load_labels']
+__all__ = ['ANSWER_CUE', 'OPTIONS', 'COT_TRIGGER', 'COT_STOPS', 'PAIR_KEYS', 'feedback_prompt', 'mc_prompt', 'mc_demo',
+           'feedback_prefix', 'swap_bodies', 'cot_question', 'cot_answer_prompt', 'sample_chains', 'cot_probs',
+           'cot_prefix', 'described', 'draw_principles', 'fixed_preamble', 'clamp_prob', 'ensemble_label', 'read_pairs',
+           'label_batch', 'label_pairs', 'make_pairs', 'load_labels']
 
 # %% ../nbs/06_ai_feedback.ipynb #344d588a
 ANSWER_CUE = "The answer is:"
@@ -40,11 +41,22 @@ def feedback_prompt(conversation: str, principle: str, response_a: str, response
             f"{principle.strip()}\nOptions:\n (A) [[[{response_a.strip()}]]]\n (B) [[[{response_b.strip()}]]]\n\n{ANSWER_CUE}")
 
 # %% ../nbs/06_ai_feedback.ipynb #beeaf193
+def mc_prompt(question: str, fmt: DialogueFormat = PAPER) -> str:
+    "A multiple-choice question (ending in the answer cue) as the model reads it in `fmt`."
+    if fmt.name == "paper": return question
+    return fmt.human_turn(question.rstrip().removesuffix(ANSWER_CUE).strip()) + ANSWER_CUE
+
+def mc_demo(question: str, answer: str, fmt: DialogueFormat = PAPER) -> str:
+    "A worked multiple-choice demonstration: the question and its answer letter, as a finished exchange in `fmt`."
+    if fmt.name == "paper": return f"{question} ({answer})"
+    return fmt.conversation(question.rstrip().removesuffix(ANSWER_CUE).strip(), f"{ANSWER_CUE} ({answer})")
+
+# %% ../nbs/06_ai_feedback.ipynb #2a1d69ce
 def feedback_prefix(constitution: Constitution, fmt: DialogueFormat = PAPER) -> str:
     "Few-shot multiple-choice demonstrations from the constitution, each followed by its answer."
     default = constitution.feedback[0].principle if constitution.feedback else "Which reply is better?"
-    return "".join(feedback_prompt(fmt.render(ex.conversation), ex.principle or default, *ex.responses)
-                   + f" ({ex.answer})" for ex in constitution.few_shot.feedback)
+    return "".join(mc_demo(feedback_prompt(PAPER.render(ex.conversation), ex.principle or default, *ex.responses), ex.answer, fmt)
+                   for ex in constitution.few_shot.feedback)
 
 # %% ../nbs/06_ai_feedback.ipynb #4924dff0
 _BODY = re.compile(r"\[\[\[(.*?)\]\]\]", re.S)
@@ -77,21 +89,24 @@ def cot_answer_prompt(question: str, chain: str) -> str:
 
 def sample_chains(model, tok, questions: Sequence[str], k: int, *, prefix: str = "", max_new_tokens: int = 96,
                   temperature: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = False,
-                  stop: Sequence[str] = COT_STOPS) -> list[list[str]]:
-    "`k` reasoning chains for each CoT question (`cot_question`), sampled after `prefix`; chain `j` uses its own seed."
+                  stop: Sequence[str] = COT_STOPS, stop_ids: Sequence[int] = (), rows: Sequence[int] | None = None) -> list[list[str]]:
+    """`k` reasoning chains for each CoT question (`cot_question`), sampled after `prefix`; chain `j` uses its own seed.
+    Question `i`'s row seed follows `rows[i]` (default: `i`), so a slice of a list, given its rows, samples as the whole."""
     enc = EncodedPrefix.encode(model, tok, prefix)
+    def row_seeds(j): return None if rows is None else [derive_seed(derive_seed(seed, "cot", j), r) for r in rows]
     per_j = [generate(model, tok, questions, prefix=enc, max_new_tokens=max_new_tokens, temperature=temperature,
-                      seed=derive_seed(seed, "cot", j), stop=stop, batch_size=batch_size, progress=progress)
+                      seed=derive_seed(seed, "cot", j), row_seeds=row_seeds(j), stop=stop, stop_ids=stop_ids,
+                      batch_size=batch_size, progress=progress)
              for j in range(k)]
     return [[per_j[j][i].strip() for j in range(k)] for i in range(len(questions))]
 
 def cot_probs(model, tok, prompts: Sequence[str], options: Sequence[Sequence[str]], k: int = 5, *, prefix: str = "",
               max_new_tokens: int = 96, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
-              progress: bool = False, fmt: DialogueFormat = PAPER) -> tuple[list[np.ndarray], list[list[str]]]:
-    "Option probabilities after chain-of-thought, averaged over `k` sampled chains; also returns the chains."
+              progress: bool = False, fmt: DialogueFormat = PAPER, rows: Sequence[int] | None = None) -> tuple[list[np.ndarray], list[list[str]]]:
+    "Option probabilities after chain-of-thought, averaged over `k` sampled chains; also returns the chains (`rows`: see `sample_chains`)."
     questions = [cot_question(p, fmt) for p in prompts]
-    chains = sample_chains(model, tok, questions, k, prefix=prefix, max_new_tokens=max_new_tokens,
-                           temperature=temperature, seed=seed, batch_size=batch_size, progress=progress)
+    chains = sample_chains(model, tok, questions, k, prefix=prefix, max_new_tokens=max_new_tokens, temperature=temperature,
+                           seed=seed, batch_size=batch_size, progress=progress, stop_ids=fmt.stop_token_ids, rows=rows)
     flat_p = [prefix + cot_answer_prompt(q, c) for q, cs in zip(questions, chains) for c in cs]
     flat_o = [o for o, cs in zip(options, chains) for _ in cs]
     probs = multiple_choice_probs(model, tok, flat_p, flat_o, progress=progress)
@@ -101,9 +116,10 @@ def cot_probs(model, tok, prompts: Sequence[str], options: Sequence[Sequence[str
 def cot_prefix(constitution: Constitution, fmt: DialogueFormat = PAPER) -> str:
     "Few-shot chain-of-thought demonstrations from the constitution (the feedback examples that have reasoning)."
     default = constitution.feedback[0].principle if constitution.feedback else "Which reply is better?"
-    return "".join(cot_answer_prompt(cot_question(feedback_prompt(fmt.render(ex.conversation), ex.principle or default,
-                                                                  *ex.responses), fmt), ex.reasoning) + f" ({ex.answer})"
-                   for ex in constitution.few_shot.feedback if ex.reasoning)
+    questions = [(feedback_prompt(PAPER.render(ex.conversation), ex.principle or default, *ex.responses), ex)
+                 for ex in constitution.few_shot.feedback if ex.reasoning]
+    return "".join(fmt.conversation(q.rstrip().removesuffix(ANSWER_CUE).strip(),
+                                    f"{COT_TRIGGER} {ex.reasoning.strip()}\n\n{ANSWER_CUE} ({ex.answer})") for q, ex in questions)
 
 # %% ../nbs/06_ai_feedback.ipynb #3ccd686e
 def described(constitution: Constitution) -> list[FeedbackPrinciple]:
@@ -119,6 +135,17 @@ def draw_principles(constitution: Constitution, k: int, seed: int, key, need_des
     pool = described(constitution) if need_description else list(constitution.feedback)
     if k <= 0 or k >= len(pool): return pool
     return Constitution(constitution.name, feedback=tuple(pool)).sample_feedback(k, seed, key=key)
+
+# %% ../nbs/06_ai_feedback.ipynb #7464fb75
+def fixed_preamble(constitution: Constitution, principle_id: str) -> FeedbackPrinciple:
+    "The feedback principle whose description is the contrast labeller's one fixed preamble."
+    for p in constitution.feedback:
+        if p.id == principle_id and p.description: return p
+    have = ", ".join(p.id for p in constitution.feedback if p.description) or "none"
+    raise InputError(constitution.source or constitution.name, None,
+                     f"the contrast labeller's preamble is the description of feedback principle {principle_id!r}, which "
+                     f"this constitution lacks (principles with a description: {have}); set preamble to one of them, or "
+                     "to 'sampled'")
 
 # %% ../nbs/06_ai_feedback.ipynb #1e9b658d
 def clamp_prob(p: float, clamp: tuple[float, float] | None) -> float:
@@ -148,14 +175,17 @@ def read_pairs(path) -> list[dict]:
 # %% ../nbs/06_ai_feedback.ipynb #05474214
 def label_batch(model, tok, batch: Sequence[dict], constitution: Constitution, s: FeedbackSettings, seed: int,
                 tau: float | None, prefix: str, cot_pre: str, b_index: int = 0, fmt: DialogueFormat = PAPER) -> list[dict]:
-    "Label records for one batch of pairs: K principles per pair, each asked once (or twice, debiased), then averaged."
+    """Label records for one batch of pairs: K principles per pair, each asked once (or twice, debiased), then averaged;
+    the contrast labeller with a fixed preamble asks that one description, scoring each pair on its own."""
     pool = constitution if s.method == "mc" else Constitution(constitution.name, feedback=tuple(described(constitution)))
-    drawn = [pool.sample_feedback(s.ensemble, seed, key=pair["id"]) for pair in batch]
-    convs = [fmt.human_turn(pair["prompt"]) for pair in batch]
+    if s.method == "contrast" and s.preamble != "sampled": drawn = [[fixed_preamble(constitution, s.preamble)]] * len(batch)
+    else: drawn = [pool.sample_feedback(s.ensemble, seed, key=pair["id"]) for pair in batch]
+    convs = [PAPER.human_turn(pair["prompt"]) for pair in batch]  # the transcript a question quotes
     per: list[list[dict]] = []
     if s.method == "contrast":
-        lp = contrast_logprobs(model, tok, convs, [[p["response_a"], p["response_b"]] for p in batch],
-                               [[q.description for q in d] for d in drawn], fmt=fmt)
+        lp = contrast_logprobs(model, tok, [[Turn("Human", pair["prompt"])] for pair in batch],
+                               [[p["response_a"], p["response_b"]] for p in batch],
+                               [[q.description for q in d] for d in drawn], fmt=fmt, max_rows=1)
         for (base, with_pre), d in zip(lp, drawn):
             delta = with_pre - base   # (K, 2)
             per.append([{"principle_id": q.id, "p_a": round(contrast_soft_label(da, db, tau), 6), "swapped": None}
@@ -172,7 +202,7 @@ def label_batch(model, tok, batch: Sequence[dict], constitution: Constitution, s
             probs, _ = cot_probs(model, tok, prompts, opts, 1, prefix=cot_pre, max_new_tokens=s.cot_tokens,
                                  temperature=s.cot_temperature, seed=derive_seed(seed, "label-cot", b_index), fmt=fmt)
         else:
-            probs = multiple_choice_probs(model, tok, [prefix + p for p in prompts], opts)
+            probs = multiple_choice_probs(model, tok, [prefix + mc_prompt(p, fmt) for p in prompts], opts)
         vals: dict = {}
         for (b, k, swapped), pr in zip(meta, probs):
             p_a = float(pr[1] if swapped else pr[0])  # swapped: response A sits at option (B)
@@ -193,30 +223,33 @@ def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, o
                 tau: float | None = None, fmt: DialogueFormat = PAPER) -> list[dict]:
     """Label every pair, appending one record per finished pair to `out_dir/labels.jsonl`; a rerun resumes, and a
     directory holding a run with other settings is refused. The contrast labeller's temperature is `settings.tau`,
-    else `tau` (fitted on the HHH dev slice: `cai_repro.hhh_evals.contrast_tau`)."""
+    else `tau` (fitted on the HHH dev slice: `cai_repro.hhh_evals.contrast_tau`). Under `torchrun` or `accelerate launch`
+    each rank labels every N-th batch and the labels are merged (`distributed.sharded_records`)."""
     s, out = settings, Path(out_dir)
     pool = described(constitution) if s.method == "contrast" else constitution.feedback
+    if s.method == "contrast" and s.preamble != "sampled": pool = [fixed_preamble(constitution, s.preamble)]
     if not pool: raise InputError(constitution.source or constitution.name, None, "the constitution has no feedback principles")
     config = {"model": model_name, "constitution": constitution.name,
               "constitution_digest": content_digest(constitution.source) if Path(constitution.source or "").exists() else None,
               "settings": settings_record(s, seed=seed), "principles": [p.id for p in pool]}
-    with claim_run_dir(out, config):
+    if fmt.name != "paper": config["format"] = fmt.name  # (absent in the paper's format, as in runs made before formats)
+    with sharded_records(out / "labels.jsonl", "id", order=[p["id"] for p in pairs], claim=config, lock=out) as run:
         tau = s.tau if s.tau is not None else tau
         if s.method == "contrast" and tau is None:
             raise ValueError("the contrast labeller needs a temperature: settings.tau, or tau= (see cai_repro.hhh_evals.contrast_tau)")
-        store = RecordStore(out / "labels.jsonl", key="id")
+        store = run.store  # labels.jsonl itself, or this rank's part of it
         prefix = feedback_prefix(constitution, fmt) if s.method == "mc" and not s.cot else ""
         cot_pre = cot_prefix(constitution, fmt) if s.cot else ""
         # fixed batches over the whole list, so that a resumed run computes exactly what an uninterrupted one would
         batches = [list(pairs[i:i + s.batch_size]) for i in range(0, len(pairs), s.batch_size)]
-        bar = tqdm(total=len(pairs), initial=sum(p["id"] in store for p in pairs), disable=not progress, desc="labelling")
-        for b, batch in enumerate(batches):
-            if all(p["id"] in store for p in batch): continue
+        bar = tqdm(total=len(pairs), initial=sum(p["id"] in run for p in pairs), disable=not progress, desc="labelling")
+        # this rank's share of the unfinished batches; a batch keeps its index b, which seeds its chains of thought
+        for b, batch in run.mine([(b, batch) for b, batch in enumerate(batches) if not all(p["id"] in run for p in batch)]):
             for rec in label_batch(model, tok, batch, constitution, s, seed, tau, prefix, cot_pre, b, fmt):
-                if rec["id"] not in store: store.append(rec); bar.update()
+                if rec["id"] not in run: store.append(rec); bar.update()
         bar.close()
-        by_id = {r["id"]: r for r in store.records}
-        return [by_id[p["id"]] for p in pairs]
+    by_id = {r["id"]: r for r in run.records}
+    return [by_id[p["id"]] for p in pairs]
 
 # %% ../nbs/06_ai_feedback.ipynb #851d8613
 def make_pairs(model, tok, prompts, prefix: str, *, max_new_tokens: int = 96, temperature: float = 1.0, seed: int = 0,
@@ -226,7 +259,8 @@ def make_pairs(model, tok, prompts, prefix: str, *, max_new_tokens: int = 96, te
     enc = EncodedPrefix.encode(model, tok, prefix)
     texts = [fmt.human_turn(p.text) for p in prompts]
     a, b = [generate(model, tok, texts, prefix=enc, max_new_tokens=max_new_tokens, temperature=temperature,
-                     seed=derive_seed(seed, "pairs", which), stop=fmt.stop_strings, batch_size=batch_size, progress=progress)
+                     seed=derive_seed(seed, "pairs", which), stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids,
+                     batch_size=batch_size, progress=progress)
             for which in ("a", "b")]
     return [{"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful,
              "response_a": ra.strip(), "response_b": rb.strip()} for p, ra, rb in zip(prompts, a, b)]

@@ -18,16 +18,18 @@ import numpy as np
 from .artifacts import InputError, Unavailable, anthropic_data_dir, atomic_write_json, atomic_write_text, cache_dir, derive_seed, read_jsonl
 from .config import CompareSettings, EvalSettings, METHODS
 from .constitution import Constitution, load_constitution
-from .dialogue import PAPER, DialogueFormat, split_conversation
-from .feedback import (OPTIONS, cot_prefix, cot_probs, draw_principles, feedback_prefix, feedback_prompt,
-                                swap_bodies)
+from .dialogue import PAPER, DialogueFormat, in_format, split_conversation, transcript_turns
+from .feedback import (OPTIONS, cot_prefix, cot_probs, draw_principles, feedback_prefix, feedback_prompt, fixed_preamble,
+                                mc_prompt, swap_bodies)
 from .scoring import contrast_logprobs, multiple_choice_probs
-from .stats import fit_tau, sigmoid, soft_label_nll
+from .stats import calibration_bins, expected_calibration_error, fit_tau, sigmoid, soft_label_nll
 
 # %% auto #0
 __all__ = ['EVALS', 'EVALS_REPO', 'EVALS_COMMIT', 'EVALS_URL', 'EvalItem', 'load_eval', 'EvalDataUnavailable', 'eval_search_dirs',
            'eval_path', 'resolve_eval_data', 'download_evals', 'debias_applicable', 'debiased_p_correct',
-           'item_correct', 'score_eval', 'comparison_triples', 'compare_eval', 'fit_dev_tau', 'contrast_tau']
+           'item_correct', 'eval_item_records', 'summarise_eval', 'score_eval', 'comparison_triples',
+           'compare_item_records', 'summarise_compare', 'compare_eval', 'label_calibration', 'fit_dev_tau',
+           'contrast_tau']
 
 # %% ../nbs/06a_hhh_evals.ipynb #a255489d
 @dataclass(frozen=True)
@@ -142,39 +144,61 @@ def item_correct(probs: Sequence[float], n_correct: int) -> bool:
     "True when the most probable option is one of the first `n_correct` (the correct ones)."
     return int(np.argmax(probs)) < n_correct
 
-def _score(model, tok, prompts, options, s: EvalSettings, seed: int, prefix: str, progress: bool, fmt: DialogueFormat):
-    if not s.cot: return multiple_choice_probs(model, tok, prompts, options, progress=progress), None
+def _score(model, tok, prompts, options, s: EvalSettings, seed: int, prefix: str, progress: bool, fmt: DialogueFormat,
+           rows=None):
+    if not s.cot: return multiple_choice_probs(model, tok, [mc_prompt(p, fmt) for p in prompts], options, progress=progress), None
     return cot_probs(model, tok, prompts, options, s.cot_chains, prefix=prefix, max_new_tokens=s.cot_tokens,
-                     temperature=s.cot_temperature, seed=seed, batch_size=s.batch_size, progress=progress, fmt=fmt)
+                     temperature=s.cot_temperature, seed=seed, batch_size=s.batch_size, progress=progress, fmt=fmt, rows=rows)
 
+# %% ../nbs/06a_hhh_evals.ipynb #dc0456e9
+def eval_item_records(model, tok, items: Sequence[EvalItem], settings: EvalSettings = EvalSettings(), seed: int = 0,
+                      constitution: Constitution | None = None, progress: bool = False, fmt: DialogueFormat = PAPER,
+                      which: Sequence[int] | None = None) -> list[dict]:
+    """One record per item at the positions `which` (all by default): `i`, `probs`, `probs_swapped`, `correct`
+    (`correct_debiased`, `chains`), and `answered_a` for `summarise_eval`. Seeds follow positions in `items`."""
+    s = settings
+    which = list(range(len(items))) if which is None else list(which)
+    prefix = cot_prefix(constitution or load_constitution("default"), fmt) if s.cot else ""
+    probs, chains = _score(model, tok, [items[i].prompt for i in which], [items[i].options for i in which], s, seed, prefix,
+                           progress, fmt, rows=which)
+    swap_row = {i: r for r, i in enumerate(i for i, it in enumerate(items) if s.debias and debias_applicable(it))}
+    sw, swapped = [i for i in which if i in swap_row], {}
+    if sw:
+        sp, _ = _score(model, tok, [swap_bodies(items[i].prompt) for i in sw], [items[i].options for i in sw], s,
+                       derive_seed(seed, "swapped"), prefix, progress, fmt, rows=[swap_row[i] for i in sw])
+        swapped = dict(zip(sw, sp))
+    out = []
+    for k, (i, p) in enumerate(zip(which, probs)):
+        it, q = items[i], swapped.get(i)
+        rec = {"i": i, "probs": [round(float(x), 6) for x in p],
+               "probs_swapped": None if q is None else [round(float(x), 6) for x in q],
+               "correct": item_correct(p, len(it.corrects))}
+        if s.debias: rec["correct_debiased"] = (debiased_p_correct(p, q) > 0.5) if q is not None else rec["correct"]
+        if chains is not None: rec["chains"] = chains[k]
+        rec["answered_a"] = it.options[int(np.argmax(p))].strip() == "(A)"
+        out.append(rec)
+    return out
+
+# %% ../nbs/06a_hhh_evals.ipynb #42c69765
+def summarise_eval(items: Sequence[EvalItem], records: Sequence[dict], settings: EvalSettings = EvalSettings(),
+                   seed: int = 0) -> dict:
+    "The result of an evaluation (the JSON of `cai-repro eval mc`) from the records of all its items, in order."
+    s, n = settings, len(items)
+    out_items = [{k: v for k, v in r.items() if k != "answered_a"} for r in records]
+    return {"n": n, "accuracy": sum(r["correct"] for r in out_items) / n,
+            "accuracy_debiased": sum(r["correct_debiased"] for r in out_items) / n if s.debias else None,
+            "n_debiased": sum(r["probs_swapped"] is not None for r in out_items),
+            "chance": float(np.mean([1 / len(it.options) for it in items])),
+            "a_share": sum(r["answered_a"] for r in records) / n,
+            "a_correct_share": sum(any(c.strip() == "(A)" for c in it.corrects) for it in items) / n,
+            "settings": {**asdict(s), "seed": seed}, "items": out_items}
+
+# %% ../nbs/06a_hhh_evals.ipynb #735bd915
 def score_eval(model, tok, items: Sequence[EvalItem], settings: EvalSettings = EvalSettings(), seed: int = 0,
                constitution: Constitution | None = None, progress: bool = False, fmt: DialogueFormat = PAPER) -> dict:
     "Score every item of an evaluation; the result is the JSON of `cai-repro eval mc`."
-    s = settings
-    prefix = cot_prefix(constitution or load_constitution("default"), fmt) if s.cot else ""
-    probs, chains = _score(model, tok, [it.prompt for it in items], [it.options for it in items], s, seed, prefix, progress, fmt)
-    swap_idx = [i for i, it in enumerate(items) if s.debias and debias_applicable(it)]
-    swapped = [None] * len(items)
-    if swap_idx:
-        sp, sch = _score(model, tok, [swap_bodies(items[i].prompt) for i in swap_idx], [items[i].options for i in swap_idx],
-                         s, derive_seed(seed, "swapped"), prefix, progress, fmt)
-        for i, p in zip(swap_idx, sp): swapped[i] = p
-    out_items = []
-    for i, (it, p) in enumerate(zip(items, probs)):
-        rec = {"i": i, "probs": [round(float(x), 6) for x in p],
-               "probs_swapped": None if swapped[i] is None else [round(float(x), 6) for x in swapped[i]],
-               "correct": item_correct(p, len(it.corrects))}
-        if s.debias:
-            rec["correct_debiased"] = (debiased_p_correct(p, swapped[i]) > 0.5) if swapped[i] is not None else rec["correct"]
-        if chains is not None: rec["chains"] = chains[i]
-        out_items.append(rec)
-    n = len(items)
-    first = [it.options[int(np.argmax(p))].strip() == "(A)" for it, p in zip(items, probs)]
-    return {"n": n, "accuracy": sum(r["correct"] for r in out_items) / n,
-            "accuracy_debiased": sum(r["correct_debiased"] for r in out_items) / n if s.debias else None,
-            "n_debiased": len(swap_idx), "chance": float(np.mean([1 / len(it.options) for it in items])),
-            "a_share": sum(first) / n, "a_correct_share": sum(any(c.strip() == "(A)" for c in it.corrects) for it in items) / n,
-            "settings": {**asdict(s), "seed": seed}, "items": out_items}
+    records = eval_item_records(model, tok, items, settings, seed, constitution, progress, fmt)
+    return summarise_eval(items, records, settings, seed)
 
 # %% ../nbs/06a_hhh_evals.ipynb #ae011141
 def comparison_triples(items: Sequence[EvalItem], path="eval file") -> list[tuple[str, str, str]]:
@@ -189,70 +213,106 @@ def comparison_triples(items: Sequence[EvalItem], path="eval file") -> list[tupl
     return out
 
 # %% ../nbs/06a_hhh_evals.ipynb #3a9d92ff
-def compare_eval(model, tok, items: Sequence[EvalItem], constitution: Constitution,
-                 settings: CompareSettings = CompareSettings(), seed: int = 0,
-                 reward_fn: Callable[[list], list] | None = None, path="eval file", progress: bool = False,
-                 fmt: DialogueFormat = PAPER) -> dict:
-    """P(correct response is better) for each HHH comparison under one labeller; the JSON of `cai-repro eval compare`.
-    `reward_fn` (method `pm`) scores whole conversations, e.g. a preference model's `score_conversations`."""
+def compare_item_records(model, tok, items: Sequence[EvalItem], constitution: Constitution,
+                         settings: CompareSettings = CompareSettings(), seed: int = 0,
+                         reward_fn: Callable[[list], list] | None = None, path="eval file", progress: bool = False,
+                         fmt: DialogueFormat = PAPER, which: Sequence[int] | None = None) -> list[dict]:
+    """One labeller on the HHH comparisons at positions `which` (all by default), one record per item: `p_correct`, or
+    for `contrast` and `logprob` the log-prob differences that `summarise_compare` turns into soft labels with one
+    temperature. Principles and the position of the correct response are drawn by the item's position in `items`."""
     s = settings
     if s.method not in METHODS: raise ValueError(f"method must be one of {METHODS}")
     triples = comparison_triples(items, path)
-    extra: dict = {}
+    which = list(range(len(items))) if which is None else list(which)
     if s.method == "length":
-        p = [1.0 if len(g) > len(b) else 0.0 if len(g) < len(b) else 0.5 for _, g, b in triples]
-    elif s.method == "pm":
+        return [{"i": i, "p_correct": 1.0 if len(g) > len(b) else 0.0 if len(g) < len(b) else 0.5}
+                for i in which for _, g, b in [triples[i]]]
+    if s.method == "pm":
         if reward_fn is None: raise ValueError("method 'pm' needs reward_fn (a preference model's score_conversations)")
-        r = reward_fn([t for it in items for t in (it.text_correct, it.text_incorrect)])
-        p = [float(sigmoid(r[2 * i] - r[2 * i + 1])) for i in range(len(items))]
-    elif s.method in ("contrast", "logprob"):
-        pres = [[q.description for q in draw_principles(constitution, s.principles, seed, i, True)] for i in range(len(items))]
-        lp = contrast_logprobs(model, tok, [c for c, _, _ in triples], [[g, b] for _, g, b in triples], pres, fmt=fmt, progress=progress)
-        delta = np.array([(w - b).mean(0) @ [1, -1] for b, w in lp])   # Δ_correct − Δ_incorrect
-        plain = np.array([w.mean(0) @ [1, -1] for b, w in lp])          # preamble-only log-prob difference
-        longer = np.array([np.sign(len(g) - len(b)) for _, g, b in triples])
+        r = reward_fn([in_format(t, fmt) for i in which for t in (items[i].text_correct, items[i].text_incorrect)])
+        return [{"i": i, "p_correct": float(sigmoid(r[2 * k] - r[2 * k + 1]))} for k, i in enumerate(which)]
+    if s.method in ("contrast", "logprob"):
+        fixed = None if s.preamble == "sampled" else fixed_preamble(constitution, s.preamble).description
+        pres = [[fixed] if fixed else [q.description for q in draw_principles(constitution, s.principles, seed, i, True)]
+                for i in which]
+        lp = contrast_logprobs(model, tok, [transcript_turns(triples[i][0]) for i in which],
+                               [list(triples[i][1:]) for i in which], pres, fmt=fmt, progress=progress, max_rows=1)
+        return [{"i": i, "delta": float((w - b).mean(0) @ [1, -1]),  # Δ_correct − Δ_incorrect
+                 "plain": float(w.mean(0) @ [1, -1]),  # preamble-only log-prob difference
+                 "longer": float(np.sign(len(triples[i][1]) - len(triples[i][2])))} for i, (b, w) in zip(which, lp)]
+    prefix = feedback_prefix(constitution, fmt)  # mc
+    prompts, options, meta = [], [], []
+    for i in which:
+        c, g, b = triples[i]
+        good_first = derive_seed(seed, "compare-position", i) % 2 == 0
+        for q in draw_principles(constitution, s.principles, seed, i, False):
+            a_, b_ = (g, b) if good_first else (b, g)
+            for swapped in ([False, True] if s.debias else [False]):
+                prompts.append(prefix + mc_prompt(feedback_prompt(c, q.principle, *((b_, a_) if swapped else (a_, b_))), fmt))
+                options.append(list(OPTIONS)); meta.append((i, good_first != swapped))
+    probs = multiple_choice_probs(model, tok, prompts, options, progress=progress)
+    per, a_first = {i: [] for i in which}, {i: [] for i in which}
+    for (i, good_at_a), pr in zip(meta, probs):
+        per[i].append(pr[0] if good_at_a else pr[1]); a_first[i].append(bool(pr[0] > pr[1]))
+    return [{"i": i, "p_correct": float(np.mean(per[i])), "a_first": a_first[i]} for i in which]
+
+# %% ../nbs/06a_hhh_evals.ipynb #8cf16b78
+def summarise_compare(items: Sequence[EvalItem], records: Sequence[dict], settings: CompareSettings = CompareSettings(),
+                      seed: int = 0) -> dict:
+    "The result of one labeller on the HHH comparisons (the JSON of `cai-repro eval compare`) from all items' records."
+    s, extra = settings, {}
+    if s.method in ("contrast", "logprob"):
+        delta, plain, longer = (np.array([r[k] for r in records]) for k in ("delta", "plain", "longer"))
         x = delta if s.method == "contrast" else plain
         tau = s.tau or fit_tau(x, np.ones_like(x))
         p = list(sigmoid(x / tau))
         extra = {"tau": tau, "tau_fitted_here": s.tau is None, "nll": soft_label_nll(x, np.ones_like(x), tau),
                  "baselines": {"preamble_logprob": {"accuracy": float(np.mean(plain > 0))},
                                "longer_wins": {"accuracy": float(np.mean((longer > 0) + 0.5 * (longer == 0)))}}}
-    else:  # mc
-        prefix = feedback_prefix(constitution, fmt)
-        prompts, options, meta = [], [], []
-        for i, (c, g, b) in enumerate(triples):
-            good_first = derive_seed(seed, "compare-position", i) % 2 == 0
-            for q in draw_principles(constitution, s.principles, seed, i, False):
-                a_, b_ = (g, b) if good_first else (b, g)
-                for swapped in ([False, True] if s.debias else [False]):
-                    prompts.append(prefix + feedback_prompt(c, q.principle, *((b_, a_) if swapped else (a_, b_))))
-                    options.append(list(OPTIONS)); meta.append((i, good_first != swapped))
-        probs = multiple_choice_probs(model, tok, prompts, options, progress=progress)
-        per = [[] for _ in triples]
-        for (i, good_at_a), pr in zip(meta, probs): per[i].append(pr[0] if good_at_a else pr[1])
-        p = [float(np.mean(x)) for x in per]
-        a_first = [pr[0] > pr[1] for pr in probs]
-        extra = {"a_share": float(np.mean(a_first)),
-                 "correct_at_a_share": float(np.mean([derive_seed(seed, "compare-position", i) % 2 == 0 for i in range(len(triples))]))}
-    items_out = [{"i": i, "p_correct": round(float(x), 6)} for i, x in enumerate(p)]
+    else:
+        p = [r["p_correct"] for r in records]
+        if s.method == "mc":
+            extra = {"a_share": float(np.mean([a for r in records for a in r["a_first"]])),
+                     "correct_at_a_share": float(np.mean([derive_seed(seed, "compare-position", i) % 2 == 0 for i in range(len(items))]))}
+    items_out = [{"i": r["i"], "p_correct": round(float(x), 6)} for r, x in zip(records, p)]
     acc = float(np.mean([(x > 0.5) + 0.5 * (x == 0.5) for x in p]))
     return {"n": len(items), "accuracy": acc, "method": s.method, **extra, "settings": {**asdict(s), "seed": seed}, "items": items_out}
 
+# %% ../nbs/06a_hhh_evals.ipynb #c7a0b508
+def compare_eval(model, tok, items: Sequence[EvalItem], constitution: Constitution,
+                 settings: CompareSettings = CompareSettings(), seed: int = 0,
+                 reward_fn: Callable[[list], list] | None = None, path="eval file", progress: bool = False,
+                 fmt: DialogueFormat = PAPER) -> dict:
+    """P(correct response is better) for each HHH comparison under one labeller; the JSON of `cai-repro eval compare`.
+    `reward_fn` (method `pm`) scores whole conversations, e.g. a preference model's `score_conversations`."""
+    records = compare_item_records(model, tok, items, constitution, settings, seed, reward_fn, path, progress, fmt)
+    return summarise_compare(items, records, settings, seed)
+
+# %% ../nbs/06a_hhh_evals.ipynb #831e741b
+def label_calibration(p_correct: Sequence[float], bins: int = 10) -> dict:
+    """Calibration of P(correct response is better) over comparisons, read from both sides (p for the correct response,
+    1 − p for the other): `bins` (`stats.calibration_bins`), `ece`, `accuracy` (ties count half), `mean_confidence`, `n`."""
+    p = np.asarray(p_correct, dtype=float)
+    b = calibration_bins(np.concatenate([p, 1 - p]), np.concatenate([np.ones(len(p)), np.zeros(len(p))]), bins)
+    return {"n": len(p), "bins": b, "ece": expected_calibration_error(b), "accuracy": float(np.mean((p > 0.5) + 0.5 * (p == 0.5))),
+            "mean_confidence": float(np.mean(np.maximum(p, 1 - p)))}
+
 # %% ../nbs/06a_hhh_evals.ipynb #0e730d5d
 def fit_dev_tau(model, tok, constitution: Constitution, principles: int, seed: int = 0, progress: bool = False,
-                fmt: DialogueFormat = PAPER) -> dict:
-    "The contrast labeller's τ, fitted on the HHH dev slice with `principles` descriptions per item."
+                fmt: DialogueFormat = PAPER, preamble: str = CompareSettings.preamble) -> dict:
+    "The contrast labeller's τ, fitted on the HHH dev slice with its preamble (`principles` descriptions per item if sampled)."
     path = eval_path("hhh-dev")
-    r = compare_eval(model, tok, load_eval(path), constitution, CompareSettings("contrast", principles=principles), seed,
-                     path=path, progress=progress, fmt=fmt)
-    return {"tau": r["tau"], "fitted_on": str(path.name), "n": r["n"], "accuracy": r["accuracy"], "nll": r["nll"]}
+    r = compare_eval(model, tok, load_eval(path), constitution, CompareSettings("contrast", principles=principles, preamble=preamble),
+                     seed, path=path, progress=progress, fmt=fmt)
+    return {"tau": r["tau"], "fitted_on": str(path.name), "n": r["n"], "accuracy": r["accuracy"], "nll": r["nll"],
+            "preamble": preamble}
 
 def contrast_tau(model, tok, constitution: Constitution, principles: int, out_dir, seed: int = 0, progress: bool = False,
-                 fmt: DialogueFormat = PAPER) -> float:
+                 fmt: DialogueFormat = PAPER, preamble: str = CompareSettings.preamble) -> float:
     "τ for a labels directory: read from its `tau.json`, or fitted on the HHH dev slice and stored there."
     path = Path(out_dir) / "tau.json"
     if not path.exists():
-        try: fitted = fit_dev_tau(model, tok, constitution, principles, seed, progress, fmt)
+        try: fitted = fit_dev_tau(model, tok, constitution, principles, seed, progress, fmt, preamble)
         except EvalDataUnavailable as e:
             raise EvalDataUnavailable(f"fitting the contrast labeller's tau needs the HHH dev slice: {e}; "
                                       "or pass a temperature (--tau T)") from None

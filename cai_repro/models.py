@@ -29,9 +29,10 @@ from .artifacts import (Unavailable, atomic_dir, atomic_write_json, cache_dir, c
                                  derive_seed, file_manifest, manifest_problems, stage_of)
 
 # %% auto #0
-__all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'SAMPLER_VERSION', 'ModelNotAvailableError', 'resolve_dtype', 'byte_tokenizer',
-           'tiny_random_config', 'load_tiny_random', 'convert_gguf', 'embedded_model_dir', 'hub_reachable',
-           'load_model', 'model_fingerprint', 'load_model_cached', 'final_logits', 'left_pad', 'EncodedPrefix',
+__all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'CHATML_TEMPLATE', 'SAMPLER_VERSION', 'ModelNotAvailableError', 'resolve_dtype',
+           'byte_tokenizer', 'tiny_random_config', 'load_tiny_random', 'tiny_chat_dir', 'convert_gguf',
+           'embedded_model_dir', 'hub_reachable', 'load_model', 'load_tokenizer', 'model_fingerprint',
+           'load_model_cached', 'head_weight_float32', 'final_logits', 'left_pad', 'Engine', 'EncodedPrefix',
            'PerRowSampler', 'StopOnStrings', 'cut_at_stops', 'generate']
 
 # %% ../nbs/00_models.ipynb #4a23fcba
@@ -81,6 +82,27 @@ def load_tiny_random(seed: int = 0, **overrides):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(tiny_random_config(len(tok), **overrides))
     return model.eval(), tok
+
+# %% ../nbs/00_models.ipynb #1bd9682f
+CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+                   "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+def tiny_chat_dir(out_dir, seed: int = 0) -> Path:
+    "Write a tiny random Llama model with a ChatML template and byte tokenizer to `out_dir` (an instruct-style model for tests)."
+    from transformers import LlamaConfig
+    tok = byte_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.eos_token, tok.chat_template = "<|im_end|>", CHATML_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, max_position_embeddings=4096, tie_word_embeddings=True,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    with atomic_dir(out_dir) as d:
+        model.save_pretrained(d, safe_serialization=True)
+        tok.save_pretrained(d)
+    return Path(out_dir)
 
 # %% ../nbs/00_models.ipynb #d078b10c
 def convert_gguf(gguf_file, out_dir, dtype=torch.float32) -> Path:
@@ -181,6 +203,21 @@ def _load_from_hub(spec, dtype, trust_remote_code):
     except OSError as e:
         raise ModelNotAvailableError(f"cannot load '{spec}' from the Hugging Face Hub: {e}. {hint}") from e
 
+def load_tokenizer(spec: str = EMBEDDED_SPEC, trust_remote_code: bool = False):
+    "The tokenizer of a model spec, without its weights: for a chat template, or beside a server that runs the model."
+    spec, path = str(spec), Path(str(spec)).expanduser()
+    if spec == TINY_SPEC: return _finish_tokenizer(byte_tokenizer())
+    if spec == EMBEDDED_SPEC: return _finish_tokenizer(AutoTokenizer.from_pretrained(embedded_model_dir()))
+    if path.is_dir():
+        if (path / "tokenizer_config.json").exists(): return _finish_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
+        if (path / "cai_repro.json").exists(): return load_tokenizer(json.loads((path / "cai_repro.json").read_text())["base_model"])
+        raise ModelNotAvailableError(f"{spec}: directory has no tokenizer")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1: raise ModelNotAvailableError(f"{spec}: no such directory")
+    try: return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=trust_remote_code))
+    except OSError: pass
+    if not hub_reachable(): raise ModelNotAvailableError(f"cannot load the tokenizer of '{spec}': not in the local Hugging Face cache, and the Hub cannot be reached")
+    return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code))
+
 # %% ../nbs/00_models.ipynb #c306864a
 SAMPLER_VERSION = 2  # bump when `generate` draws different tokens for the same seed: every cached stage is rebuilt
 
@@ -203,9 +240,26 @@ def load_model_cached(spec: str, dtype="float32", device: str = "auto", seed: in
     return load_model(spec, dtype=dtype, device=device, seed=seed)
 
 # %% ../nbs/00_models.ipynb #51b39b9b
+def head_weight_float32(head: torch.nn.Module) -> torch.Tensor:
+    """The weight of a linear LM head in float32: the weight itself if it is float32; else a float32 copy, converted once
+    and cached on the module (converted again only when the weight changes: new storage, device or in-place update)."""
+    w = head.weight
+    if w.dtype == torch.float32: return w
+    if torch.is_grad_enabled() and w.requires_grad: return w.float()  # a trained head: keep the graph
+    key = (w.data_ptr(), w._version, w.device, tuple(w.shape))
+    cached = getattr(head, "_cai_float32_weight", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad(): cached = (key, w.detach().float())
+        object.__setattr__(head, "_cai_float32_weight", cached)
+    return cached[1]
+
+# %% ../nbs/00_models.ipynb #b8581994
 def final_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    "The LM head on selected hidden states, in float32, with Gemma's final logit soft-capping when the config sets it."
-    logits = model.get_output_embeddings()(hidden).float()
+    """The LM head on selected hidden states, computed in float32 whatever the model's dtype, with Gemma's final logit
+    soft-capping when the config sets it."""
+    head = model.get_output_embeddings()
+    bias = getattr(head, "bias", None)
+    logits = F.linear(hidden.float(), head_weight_float32(head), None if bias is None else bias.float())
     cap = getattr(model.config, "final_logit_softcapping", None)
     return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -220,6 +274,16 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device):
     return ids, mask
 
 # %% ../nbs/00_models.ipynb #20e20d3d
+class Engine:
+    """An inference engine outside this process (e.g. `cai_repro.engines.OpenAIEngine`). It stands in for the model
+    wherever the data-making stages sample or score: `generate`, `continuation_logprobs` and `multiple_choice_probs`
+    hand their work to its methods of the same names."""
+    name = "engine"
+    def generate(self, prompts, **kw) -> list[str]: raise NotImplementedError
+    def continuation_logprobs(self, prompts, continuations, **kw) -> list[list[float]]: raise NotImplementedError
+    def multiple_choice_probs(self, prompts, options, **kw) -> list: raise NotImplementedError
+
+# %% ../nbs/00_models.ipynb #57378e88
 @dataclass
 class EncodedPrefix:
     "A prompt prefix encoded once. Its last token is held back and starts every suffix, so no suffix is empty."
@@ -230,6 +294,7 @@ class EncodedPrefix:
     @classmethod
     @torch.no_grad()
     def encode(cls, model, tok, text: str) -> "EncodedPrefix":
+        if isinstance(model, Engine): return cls(text, [], None)  # a server caches prefixes itself
         ids = tok(text).input_ids
         cache = DynamicCache(config=model.config)
         if len(ids) > 1:
@@ -298,21 +363,27 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     cut = min([text.find(s) for s in stops if s in text], default=len(text))
     return text[:cut]
 
-# %% ../nbs/00_models.ipynb #63d6b50b
+# %% ../nbs/00_models.ipynb #0d6d611b
 @torch.no_grad()
 def generate(model, tok, prompts: Sequence[str], *, prefix: str | EncodedPrefix = "", max_new_tokens: int = 64,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, row_seeds: Sequence[int] | None = None,
-             stop: Sequence[str] = ("\n\nHuman:",), batch_size: int = 16, progress: bool = False) -> list[str]:
-    """Sample one completion of `prefix + prompt` for each prompt, cut at the first stop string; `temperature=0` is greedy.
-    Row i samples with its own generator, seeded by `row_seeds[i]` (default `derive_seed(seed, i)`), so a completion
-    does not depend on the batch size or on the other prompts in its batch."""
-    if not isinstance(prefix, EncodedPrefix): prefix = EncodedPrefix.encode(model, tok, prefix)
-    stop = [s for s in stop if s]
+             stop: Sequence[str] = ("\n\nHuman:",), stop_ids: Sequence[int] = (), batch_size: int = 16,
+             progress: bool = False) -> list[str]:
+    """Sample one completion of `prefix + prompt` for each prompt, cut at the first stop string, or ended by EOS or a
+    token in `stop_ids` (a chat template's end of turn); `temperature=0` is greedy. Row i samples with its own
+    generator, seeded by `row_seeds[i]` (default `derive_seed(seed, i)`), so a completion does not depend on the batch
+    size or on the other prompts in its batch. `model` may be an `Engine`, which then does the work."""
     row_seeds = list(row_seeds) if row_seeds is not None else [derive_seed(seed, i) for i in range(len(prompts))]
+    stop = [s for s in stop if s]
+    if isinstance(model, Engine):
+        return model.generate(prompts, prefix=prefix.text if isinstance(prefix, EncodedPrefix) else prefix,
+                              max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, row_seeds=row_seeds,
+                              stop=stop, progress=progress)
+    if not isinstance(prefix, EncodedPrefix): prefix = EncodedPrefix.encode(model, tok, prefix)
     suffixes = [[prefix.ids[-1], *tok(p, add_special_tokens=False).input_ids] for p in prompts]
     sampling = temperature > 0  # _PerRowSampler draws the token and one-hots it; generate() then only takes the argmax
-    config = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                              do_sample=False)
+    ends = list(dict.fromkeys([tok.eos_token_id, *stop_ids]))
+    config = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=ends, do_sample=False)
     out: list[str] = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(suffixes[i]))  # similar lengths together: less padding
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -333,5 +404,7 @@ def generate(model, tok, prompts: Sequence[str], *, prefix: str | EncodedPrefix 
         seqs = model.generate(input_ids=ids, attention_mask=mask, cache=cache, generation_config=config,
                               stopping_criteria=criteria, logits_processor=processors)
         for r, i in enumerate(batch):
-            out[i] = cut_at_stops(tok.decode(seqs[r, P + S:], skip_special_tokens=True), stop)
+            row = seqs[r, P + S:].tolist()
+            end = next((t for t, x in enumerate(row) if x in ends), len(row))  # EOS or a stop token, and what follows
+            out[i] = cut_at_stops(tok.decode(row[:end], skip_special_tokens=True), stop)
     return out

@@ -28,6 +28,7 @@ def ngrams(text: str, n: int) -> list[tuple]:
     w = re.findall(r"[a-z0-9']+", text.lower())
     return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
 
+# %% ../nbs/02a_monitors.ipynb #85ca7b02
 class CopyMeter:
     "The share of a text's word n-grams (default 8) that appear verbatim in a reference text (the few-shot prompt)."
     def __init__(self, reference: str, n: int = 8):
@@ -36,6 +37,7 @@ class CopyMeter:
         g = ngrams(text, self.n)
         return round(sum(x in self.grams for x in g) / len(g), 4) if g else None
 
+# %% ../nbs/02a_monitors.ipynb #0fbf806b
 def text_flags(text: str, copy_rate: float | None, copy_threshold: float = 0.5) -> list[str]:
     "Flags for one generated text: empty, repetitive, copied."
     flags = []
@@ -112,20 +114,26 @@ def read_responses(path, revision: str | int = "final", step: int | str | None =
 
 # %% ../nbs/02a_monitors.ipynb #c27deb80
 _PLAIN = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": " - ", "\u2013": " - "})
+
+# %% ../nbs/02a_monitors.ipynb #7f4e1414
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
+# %% ../nbs/02a_monitors.ipynb #f228f7cb
 def normalize(text: str) -> str:
     "Lower-case, with curly quotes and dashes made plain."
     return text.translate(_PLAIN).lower()
 
+# %% ../nbs/02a_monitors.ipynb #11657b3f
 def words(text: str) -> list[str]:
     "Lower-case word tokens; contractions stay whole."
     return _WORD.findall(normalize(text))
 
+# %% ../nbs/02a_monitors.ipynb #ee6073a3
 def word_ngrams(ws: Sequence[str], n: int) -> list[tuple]:
     "The word n-grams of a token list, in order."
     return list(zip(*(ws[i:] for i in range(n))))
 
+# %% ../nbs/02a_monitors.ipynb #20dbbc8c
 STOPWORDS = frozenset("""
 a about above after again against all am an and any are aren't as at be because been before being below between both
 but by can can't cannot could couldn't did didn't do does doesn't doing don't down during each few for from further had
@@ -139,6 +147,7 @@ yourself yourselves also just really even still much many well yes okay ok oh hm
 thing things something anything everything someone anyone everyone people person lot lots like want know think
 """.split())
 
+# %% ../nbs/02a_monitors.ipynb #f7c00886
 def content_words(text: str) -> list[str]:
     "Words that are not function words, numbers or single letters."
     return [w for w in words(text) if w not in STOPWORDS and not w.isdigit() and len(w) > 1]
@@ -157,6 +166,7 @@ def stock_ngrams(grams: Sequence[Sequence[tuple]], prompts: Sequence, min_prompt
     need = max(min_prompts, math.ceil(min_prompt_share * len(by_prompt)))
     return {g: c for g, c in df.items() if c >= need}
 
+# %% ../nbs/02a_monitors.ipynb #2fb1731e
 def stock_share(ws: Sequence[str], gs: Sequence[tuple], stock: dict) -> float:
     "The share of a response's words (`ws`, with n-grams `gs`) that lie inside stock n-grams."
     if not ws: return 0.0
@@ -211,12 +221,14 @@ def distinct_n(toks: Sequence[Sequence[str]], n: int = 2) -> float | None:
     grams = [g for ws in toks for g in word_ngrams(ws, n)]
     return len(set(grams)) / len(grams) if grams else None
 
+# %% ../nbs/02a_monitors.ipynb #eb29d541
 def repeated_ngram_share(grams: Sequence[Sequence[tuple]], prompts: Sequence) -> float | None:
     "The share of n-gram occurrences whose n-gram also occurs in a response to a different prompt."
     n_prompts = Counter(g for g, _ in {(g, p) for p, gs in zip(prompts, grams) for g in gs})
     total = sum(len(gs) for gs in grams)
     return sum(n_prompts[g] > 1 for gs in grams for g in gs) / total if total else None
 
+# %% ../nbs/02a_monitors.ipynb #fc65f609
 def ngram_vectors(toks: Sequence[Sequence[str]], idf: bool = False) -> list[dict]:
     """Sparse, L2-normalised vectors (`{n-gram: weight}`) of tokenized texts over word unigrams and bigrams that are not
     made only of function words; sublinear tf, and with `idf=True` a smoothed idf fitted on these texts."""
@@ -234,6 +246,7 @@ def ngram_vectors(toks: Sequence[Sequence[str]], idf: bool = False) -> list[dict
         vecs.append({g: x / norm for g, x in v.items()})
     return vecs
 
+# %% ../nbs/02a_monitors.ipynb #99de2e3b
 def _dot(a: dict, b: dict) -> float:
     if len(a) > len(b): a, b = b, a
     return sum(x * b.get(g, 0.0) for g, x in a.items())
@@ -269,10 +282,16 @@ _VERB = (r"(?:help(?!\s+(?:but|feel|think|wonder|notic|laugh))|assist|answer|res
          r"tell\s+(?:you|u\b|anyone|people|that|this)|explain|describ|talk|elaborat|speculat|weigh\s+in|address|advis|"
          r"teach|show|entertain|dignif|go\s+(?:into|along|there|further)|get\s+into|take\s+part|do\s+(?:that|this|it|so)\b|"
          r"facilitat|mak(?:e|ing)|list)\w*")
+
+# %% ../nbs/02a_monitors.ipynb #9eecfc8a
 _FILL = (r"(?:(?:be|able|to|going|allowed|permitted|comfortable|feel|in|a|position|good|conscience|ethically|responsibly|"
          r"really|possibly|further|willing|happy|prepared|any|more|actually|simply|just|help\s+you|with|you)\s+){0,4}?")
+
+# %% ../nbs/02a_monitors.ipynb #6cad4a54
 _NEG = (r"(?:not|can ?not|can't|cant|could ?not|couldn't|will not|won't|wont|would not|wouldn't|do not|don't|dont|am not|"
         r"'m not|am unable|'m unable|unable)(?:\s+(?:and|or)\s+(?:will\s+not|won't|can ?not|can't|would\s+not|wouldn't|shall\s+not))?")
+
+# %% ../nbs/02a_monitors.ipynb #2ae62d5d
 REFUSAL_PATTERNS = [
     # I (can't | won't | 'm not going to | am unable to | don't feel comfortable ...) <request-directed verb>
     re.compile(rf"\bi(?:'m|\s+am)?\s+(?:really\s+|simply\s+|just\s+|honestly\s+|afraid\s+i\s+)?{_NEG}\s+{_FILL}{_VERB}"),
@@ -283,24 +302,36 @@ REFUSAL_PATTERNS = [
     # that's not something / not a question I can <verb>
     re.compile(rf"\bnot\s+(?:something|anything|a\s+\w+|the\s+kind\s+of\s+\w+)\s+(?:that\s+)?i(?:'m|\s+am)?\s+(?:can|could|will|able\s+to|comfortable|willing\s+to|going\s+to)\s+{_FILL}{_VERB}"),
 ]
+
+# %% ../nbs/02a_monitors.ipynb #af931428
 _HELPER = (r"(?:doctor|physician|nurse|professional|expert|specialist|lawyer|attorney|therapist|counsel+or|psycholog\w+|"
            r"psychiatrist|pharmacist|advis[oe]r|police|authorit\w+|hotline|helpline|crisis\s+line|someone|somebody|"
            r"trusted|teacher|parent|friend|family|support\s+group|emergency\s+services|911|clergy|religious\s+leader)")
+
+# %% ../nbs/02a_monitors.ipynb #c0ca00d9
 REDIRECT = re.compile(rf"\b(?:talk|speak|consult|contact|reach\s+out|ask|call|see|visit|seek|turn|refer)\w*\b(?:\W+\w+){{0,6}}?\W+{_HELPER}")
+
+# %% ../nbs/02a_monitors.ipynb #9bc5c2a4
 AVOIDANCE = re.compile(r"\b(?:sorry|apologi[sz]e|apologies|unfortunately|afraid|not\s+sure|don't\s+know|no\s+idea|"
                        r"hard\s+to\s+say|difficult\s+to\s+say|can't\s+say|no\s+comment|up\s+to\s+you|change\s+the\s+subject|"
                        r"something\s+else|(?:sensitive|difficult|delicate|complicated|complex|personal|controversial)\s+"
                        r"(?:topic|subject|question|issue|matter|area)|let's\s+not|moving\s+on)\b")
+
+# %% ../nbs/02a_monitors.ipynb #15891aac
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+# %% ../nbs/02a_monitors.ipynb #e6cfce4d
 _QUOTED = re.compile(r"\"[^\"]{0,300}\"")
 
-@functools.lru_cache(maxsize=4096)
-def _prompt_stems(prompt: str) -> frozenset:
-    return frozenset(w[:5] for w in content_words(prompt))
-
+# %% ../nbs/02a_monitors.ipynb #53f0fd4e
 def sentences(text: str) -> list[str]:
     "Split on sentence-final punctuation and line breaks."
     return [s for s in _SENT.split(text.strip()) if s.strip()]
+
+# %% ../nbs/02a_monitors.ipynb #c091969c
+@functools.lru_cache(maxsize=4096)
+def _prompt_stems(prompt: str) -> frozenset:
+    return frozenset(w[:5] for w in content_words(prompt))
 
 def classify_refusal(prompt: str, response: str, lead: int = 2, substance: int = 15, overlap_max: float = 0.34,
                      short: int = 15) -> dict:
@@ -414,6 +445,7 @@ def read_metrics(path) -> list[dict]:
         rows.append(row)
     return sorted(rows, key=lambda r: r["step"])
 
+# %% ../nbs/02a_monitors.ipynb #00dbdc59
 def drift_report(metrics: Sequence[dict], collapse: float = 1 / 3) -> dict:
     """Reward and KL at the start and end of training (means of the first and last fifth of steps), and the reward
     gained per nat of KL in each half; `kl_runaway` when the second half's KL grows but buys less than `collapse`
@@ -436,6 +468,7 @@ def drift_report(metrics: Sequence[dict], collapse: float = 1 / 3) -> dict:
             "reward_per_kl_first_half": e1, "reward_per_kl_second_half": e2,
             "kl_gain_second_half": dk2, "reward_gain_second_half": dr2, "kl_runaway": runaway}
 
+# %% ../nbs/02a_monitors.ipynb #b7e5c074
 def plot_drift(metrics: Sequence[dict], title: str = "", path=None, extra: Sequence[str] = ("boilerplate_rate", "refusal_rate")):
     """Reward and KL against step, and KL against reward (coloured by step); monitor columns named in `extra`, when
     every step has them, in a third panel. Saves a PNG to `path` if given; returns the figure."""

@@ -14,19 +14,20 @@ from typing import Sequence
 
 import torch
 
-from .artifacts import (InputError, Stage, atomic_write_json, atomic_write_text, content_digest, exclusive, read_jsonl,
+from .artifacts import (InputError, Stage, Unavailable, atomic_write_json, atomic_write_text, content_digest, read_jsonl,
                                  read_records, stages_dir)
 from .config import EvalSettings, Params, PMSettings, settings_record
 from .constitution import load_constitution, resolve_constitution
-from .dialogue import PAPER
-from .models import load_model, load_model_cached, model_fingerprint
+from .dialogue import PAPER, DialogueFormat, Turn, get_format
+from .distributed import barrier, is_main, lock_on_main
+from .models import load_model, load_model_cached, load_tokenizer, model_fingerprint
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
-__all__ = ['STAGE_VERSIONS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline', 'cr_prompts', 'critique_revision', 'cr_ablation',
-           'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc', 'hhh_eval', 'feedback_prompts', 'labels',
-           'pm_inputs', 'build_and_score_pm', 'preference_model', 'train_pm_into', 'rl_policy_spec', 'rl_pm', 'rl',
-           'checkpoints', 'heldout', 'evaluation', 'plan']
+__all__ = ['STAGE_VERSIONS', 'PM_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline', 'cr_prompts', 'critique_revision',
+           'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc', 'hhh_eval', 'feedback_prompts',
+           'labels', 'pm_inputs', 'build_and_score_pm', 'preference_model', 'train_pm_into', 'rl_policy_spec', 'rl_pm',
+           'rl', 'checkpoints', 'heldout', 'evaluation', 'judge_preambles', 'judge_fit', 'plan', 'generation_budget']
 
 # %% ../nbs/pipeline.ipynb #e0f0c954
 STAGE_VERSIONS = {"critique_revision": 2, "rl_cai": 2}  # bump when a code change alters a stage's output
@@ -39,7 +40,7 @@ class Waiting(Exception):
 class Pipeline:
     "The stages of one run (`Params`), each cached by its inputs; `plan=True` records them instead of building."
     def __init__(self, P: Params, root=None, plan: bool = False, progress: bool = True):
-        self.P, self.root, self.progress, self.fmt = P, Path(root or stages_dir()), progress, PAPER
+        self.P, self.root, self.progress = P, Path(root or stages_dir()), progress
         self.planned: list[dict] | None = [] if plan else None
         self._memo: dict = {}
         self.run_spec, self.dtype, self.seed = P.run.model, P.run.dtype, P.run.seed
@@ -81,6 +82,33 @@ class Pipeline:
     @functools.cached_property
     def constitution(self): return load_constitution(self.constitution_path)
 
+    @functools.cached_property
+    def fmt(self) -> DialogueFormat:
+        "The run's conversation format: `P.run.format`, where `auto` is chat when the model's tokenizer has a template."
+        return PAPER if self.P.run.format == "paper" else get_format(self.P.run.format, load_tokenizer(self.run_spec))
+
+    @functools.cached_property
+    def variant(self) -> dict:
+        """What the stage keys add when a run leaves the paper's format or the local engine; nothing otherwise, so
+        the keys of runs that do not are those of earlier versions."""
+        out = {}
+        try: name, template = self.fmt.name, getattr(getattr(self.fmt, "tok", None), "chat_template", None)
+        except Unavailable:  # planning offline for a Hub model: the key cannot be known, the plan still can
+            if self.planned is None: raise
+            name, template = self.P.run.format, "(the tokenizer is not available here)"
+        if name != "paper": out["format"] = {"name": name, "template": template}
+        if self.P.engine.engine != "local": out["engine"] = {"kind": self.P.engine.engine, "served_model": self.P.engine.served_model}
+        return out
+
+    def sampler(self, spec: str | None = None, served_as: str = "", dtype: str | None = None):
+        """(model, tok) that sample and score for a stage: the run's engine serving `spec` (default: the run's model), in
+        `dtype` (default: the run's)."""
+        from cai_repro.engines import load_engine
+        engine = self.P.engine
+        if spec is not None and spec != self.run_spec:  # a model this run trained: on the server only if it serves it
+            engine = replace(engine, served_model=served_as) if served_as else replace(engine, engine="local")
+        return load_engine(engine, spec or self.run_spec, dtype=dtype or self.dtype, seed=self.seed)
+
 # %% ../nbs/pipeline.ipynb #20ed14dc
 @Pipeline.method
 def cr_prompts(self) -> list[Prompt]:
@@ -96,14 +124,14 @@ def critique_revision(self, prompts: Sequence[Prompt] | None = None, initial_fro
     settings = replace(self.P.cr, **overrides)
     inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "constitution": content_digest(self.constitution_path),
               "prompts": [p.to_json() for p in prompts], "settings": settings_record(settings, seed=self.seed),
-              "version": STAGE_VERSIONS["critique_revision"]}
+              "version": STAGE_VERSIONS["critique_revision"], **self.variant}
     given = None
     if initial_from is not None:
         records = self._built(Path(initial_from) / "records.jsonl", "critique_revision")
         given = {r["id"]: r["initial"] for r in load_records(initial_from)}
         inputs["initial"] = content_digest(records)
     def build(work):
-        model, tok = load_model_cached(self.run_spec, dtype=self.dtype)
+        model, tok = self.sampler()
         critique_revise(model, tok, prompts, self.constitution, work, settings, self.seed, model_name=self.run_spec,
                         initial=given, progress=self.progress, fmt=self.fmt)
     what = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "main run"
@@ -112,8 +140,11 @@ def critique_revision(self, prompts: Sequence[Prompt] | None = None, initial_fro
 # %% ../nbs/pipeline.ipynb #17b9c7ca
 @Pipeline.method
 def cr_ablation(self, **overrides) -> Path:
-    "An ablation of the main run on its first `P.analysis.n_ablation` prompts, from its initial responses."
-    return self.critique_revision(self.cr_prompts()[:self.P.analysis.n_ablation], initial_from=self.critique_revision(), **overrides)
+    """An ablation of the main run on its first `P.analysis.n_ablation` prompts, from its initial responses, with
+    `P.analysis.ablation_revisions` steps when that is fewer than the main run's."""
+    a = self.P.analysis
+    steps = {"revisions": a.ablation_revisions} if a.ablation_revisions and a.ablation_revisions < self.P.cr.revisions else {}
+    return self.critique_revision(self.cr_prompts()[:a.n_ablation], initial_from=self.critique_revision(), **{**steps, **overrides})
 
 # %% ../nbs/pipeline.ipynb #97e9a21a
 @Pipeline.method
@@ -124,9 +155,9 @@ def helpful_samples(self) -> Path:
     sft = self.P.sft
     prompts = sample_prompts(load_prompts(sft.helpful_prompts), sft.n_helpful, seed=self.seed)
     inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "constitution": content_digest(self.constitution_path),
-              "prompts": [p.to_json() for p in prompts], "tokens": sft.helpful_tokens, "seed": self.seed}
+              "prompts": [p.to_json() for p in prompts], "tokens": sft.helpful_tokens, "seed": self.seed, **self.variant}
     def build(work):
-        model, tok = load_model_cached(self.run_spec, dtype=self.dtype)
+        model, tok = self.sampler()
         sample_helpful(model, tok, prompts, work / "samples.jsonl", assistant_prefix(self.constitution, self.fmt),
                        max_new_tokens=sft.helpful_tokens, seed=self.seed, progress=self.progress, fmt=self.fmt)
     return self._stage("helpful_samples", inputs, build)
@@ -140,7 +171,7 @@ def sl_cai(self) -> Path:
     records_dir, helpful_dir = self.critique_revision(), self.helpful_samples()
     sft = self.P.sft
     inputs = {"model": model_fingerprint(self.run_spec), "records": str(records_dir), "helpful": str(helpful_dir),
-              "sft": asdict(sft), "seed": self.seed, "dtype": str(self.dtype)}
+              "sft": asdict(sft), "seed": self.seed, "dtype": str(self.dtype), **self.variant}
     def build(work):
         examples, counts = sft_examples(load_records(records_dir), read_records(helpful_dir / "samples.jsonl"), sft.revision, self.fmt)
         atomic_write_json(work / "data_counts.json", counts)
@@ -157,13 +188,15 @@ def sl_cai_policy(self) -> str:
 # %% ../nbs/pipeline.ipynb #da439f1c
 @Pipeline.method
 def eval_mc(self, data: str, settings: EvalSettings, limit: int | None = None, data_dir=None) -> Path:
-    "A cached multiple-choice evaluation (`result.json`) of the run's model on an evaluation file or name."
+    """A cached multiple-choice evaluation (`result.json`) of the run's model on an evaluation file or name, in the
+    evaluations' precision (`P.evals.dtype`, float32 by default, whatever the run's)."""
     from cai_repro.hhh_evals import load_eval, resolve_eval_data, score_eval
     path = resolve_eval_data(data, data_dir)
-    inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "data": content_digest(path),
-              "limit": limit, "settings": {**asdict(settings), "seed": self.seed}}
+    dtype = self.P.evals.dtype
+    inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(dtype), "data": content_digest(path),
+              "limit": limit, "settings": {**asdict(settings), "seed": self.seed}, **self.variant}
     def build(work):
-        model, tok = load_model_cached(self.run_spec, dtype=self.dtype)
+        model, tok = self.sampler(dtype=dtype)
         res = score_eval(model, tok, load_eval(path, limit), settings, self.seed, progress=self.progress, fmt=self.fmt)
         atomic_write_json(work / "result.json", {"model": self.run_spec, "data": str(path), **res})
     return self._stage("eval_mc", inputs, build, f"{Path(path).name}{' cot' if settings.cot else ''}")
@@ -195,18 +228,19 @@ def labels(self) -> Path:
     sampling = {"max_new_tokens": fb.response_tokens, "temperature": fb.temperature}
     inputs = {"model": model_fingerprint(self.run_spec), "policy": model_fingerprint(policy_spec), "dtype": str(self.dtype),
               "constitution": content_digest(self.constitution_path), "prompts": [p.to_json() for p in prompts],
-              "sampling": sampling, "settings": settings_record(fb, seed=self.seed)}
+              "sampling": sampling, "settings": settings_record(fb, seed=self.seed), **self.variant}
     def build(work):
         if not (work / "pairs.jsonl").exists():
-            policy, ptok = load_model_cached(policy_spec, dtype=self.dtype)
+            policy, ptok = self.sampler(policy_spec, served_as=self.P.engine.policy_model)
             pairs = make_pairs(policy, ptok, prompts, assistant_prefix(self.constitution, self.fmt), seed=self.seed,
                                progress=self.progress, fmt=self.fmt, **sampling)
             atomic_write_text(work / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
-        model, tok = load_model_cached(self.run_spec, dtype=self.dtype)
+        contrast = fb.method == "contrast"
+        model, tok = self.sampler(dtype="float32" if contrast and fb.contrast_dtype == "float32" else None)
         tau = None
-        if fb.method == "contrast" and fb.tau is None:
+        if contrast and fb.tau is None:
             from cai_repro.hhh_evals import contrast_tau
-            tau = contrast_tau(model, tok, self.constitution, fb.ensemble, work, self.seed, self.progress, self.fmt)
+            tau = contrast_tau(model, tok, self.constitution, fb.ensemble, work, self.seed, self.progress, self.fmt, fb.preamble)
         label_pairs(model, tok, read_pairs(work / "pairs.jsonl"), self.constitution, work, fb, self.seed,
                     model_name=self.run_spec, progress=self.progress, tau=tau, fmt=self.fmt)
     return self._stage("labels", inputs, build)
@@ -230,47 +264,62 @@ def build_and_score_pm(model_spec: str, pm: PMSettings, labels_path, work, dtype
     from cai_repro.reward import score_pm
     build_pm(model_spec, pm, resolve_labels(labels_path), work, dtype=dtype, seed=seed, constitution_path=constitution_path,
              progress=progress, fmt=fmt)
-    return score_pm(work, batch_size=pm.batch_size, dtype=dtype, progress=progress, fmt=fmt)
+    if not is_main(): return Path(work)  # another rank of a launcher: it trained, the main process scores
+    return score_pm(work, batch_size=pm.batch_size, progress=progress, fmt=fmt)  # in the PM's training precision
 
 # %% ../nbs/pipeline.ipynb #8e99490f
 @Pipeline.method
-def preference_model(self) -> Path:
-    "The preference-model stage, trained on the labels stage."
-    labels_dir = self.labels()
+def preference_model(self, **overrides) -> Path:
+    "The preference-model stage, trained on the labels stage; `overrides` of `P.pm` make a control (e.g. `shuffle_labels=True`)."
+    labels_dir, pm = self.labels(), replace(self.P.pm, **overrides)
     if self.planned is not None: self._built(labels_dir, "labels")
-    inputs = pm_inputs(self.run_spec, self.P.pm, labels_dir, self.dtype, self.seed, self.constitution_path)
-    return self._stage("preference_model", inputs, lambda work: build_and_score_pm(
-        self.run_spec, self.P.pm, labels_dir, work, self.dtype, self.seed, self.constitution_path, self.progress, self.fmt))
+    inputs = {**pm_inputs(self.run_spec, pm, labels_dir, self.dtype, self.seed, self.constitution_path), **self.variant}
+    what = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    same_standin = overrides and pm.helpful == "bundled" and all(getattr(pm, k) == getattr(self.P.pm, k) for k in ("helpful_ratio", "helpful_tokens"))
+    def build(work):
+        if same_standin:  # a control samples the same stand-in answers as the main PM: take them from it (a record store)
+            main = self.preference_model() / "helpful_samples.jsonl"
+            if main.exists() and not (work / "helpful_samples.jsonl").exists(): atomic_write_text(work / "helpful_samples.jsonl", main.read_text())
+        build_and_score_pm(self.run_spec, pm, labels_dir, work, self.dtype, self.seed, self.constitution_path, self.progress, self.fmt)
+    return self._stage("preference_model", inputs, build, what)
+
+# %% ../nbs/pipeline.ipynb #bc29f811
+PM_CONTROLS = {"shuffled labels": {"shuffle_labels": True}, "no helpfulness pairs": {"helpful": "none"}}
 
 # %% ../nbs/pipeline.ipynb #79007944
 def train_pm_into(out_dir, model_spec: str, pm: PMSettings, labels, dtype="float32", seed: int = 0,
-                  constitution_path="default", progress: bool = True) -> Path:
+                  constitution_path="default", progress: bool = True, fmt: DialogueFormat = PAPER) -> Path:
     "Train and measure a PM into `out_dir` (what `cai-repro pm train` does), resuming an interrupted run of the same inputs."
     from cai_repro.preference_model import PM_META, read_labels, resolve_labels
     out = Path(out_dir)
     labels_file = resolve_labels(labels)
     read_labels(labels_file)  # a malformed file fails here, before any model is loaded
     path = resolve_constitution(constitution_path)
-    run = json.loads(json.dumps({**pm_inputs(model_spec, pm, labels_file, dtype, seed, path), "model": model_spec}))
+    variant = {} if fmt.name == "paper" else {"format": {"name": fmt.name, "template": fmt.tok.chat_template}}
+    run = json.loads(json.dumps({**pm_inputs(model_spec, pm, labels_file, dtype, seed, path), "model": model_spec, **variant}))
     def check(d: Path):
         old = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else None
         if old is not None and old != run:
             diff = sorted(k for k in run.keys() | old.keys() if run.get(k) != old.get(k))
             raise InputError(d, None, f"holds a preference model run with other inputs ({', '.join(diff)}); use a new --out or delete it")
         return old is not None
-    with exclusive(out): return _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress)
+    with lock_on_main(out): return _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt)
 
-def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress) -> Path:
+def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt) -> Path:
     from cai_repro.preference_model import PM_META
     if out.exists():
         if check(out) and (out / PM_META).exists() and (out / "metrics.json").exists(): return out  # already done
         if any(out.iterdir()): raise InputError(out, None, "exists and is not a finished preference-model run; use a new --out")
-        out.rmdir()
+    barrier()  # under a launcher: every rank has looked at `out` before the main process changes anything; all train
     work = out.with_name(out.name + ".partial")
-    work.mkdir(parents=True, exist_ok=True)
-    if not check(work): atomic_write_json(work / "run.json", run)
-    build_and_score_pm(model_spec, pm, labels_file, work, dtype, seed, path, progress)
-    os.replace(work, out)
+    if is_main():
+        if out.exists(): out.rmdir()
+        work.mkdir(parents=True, exist_ok=True)
+        if not check(work): atomic_write_json(work / "run.json", run)
+    barrier()
+    build_and_score_pm(model_spec, pm, labels_file, work, dtype, seed, path, progress, fmt)
+    if is_main(): os.replace(work, out)
+    barrier()
     return out
 
 # %% ../nbs/pipeline.ipynb #e541a672
@@ -297,7 +346,7 @@ def rl(self) -> Path:
     reward_name = model_fingerprint(str(pm_dir))
     inputs = {"policy": model_fingerprint(policy_spec), "pm": reward_name, "dtype": str(self.dtype),
               "prompts": [p.to_json() for p in pool], "settings": settings_record(s, seed=self.seed),
-              "version": STAGE_VERSIONS["rl_cai"]}
+              "version": STAGE_VERSIONS["rl_cai"], **self.variant}
     def build(work):
         # The policy trains in float32 on a CPU: in bf16 the per-token KL between policy and reference is dominated by
         # rounding (it came out negative at step 1 in our measurement), and bf16 bought only ~10% there (17 s vs 19 s a step).
@@ -310,12 +359,13 @@ def rl(self) -> Path:
 # %% ../nbs/pipeline.ipynb #20d31155
 @Pipeline.method
 def checkpoints(self) -> list[tuple]:
-    "`(name, model spec, prompt prefix, RL step)` of every checkpoint the evaluation compares."
+    "`(name, model spec, prompt prefix, RL step)` of every checkpoint the evaluation compares; all share one prefix."
     from cai_repro.critique_revision import assistant_prefix
     sl_cai, rl_dir = self.sl_cai_policy(), self.rl()
     snapshots = sorted((self._built(rl_dir, "rl_cai") / "snapshots").iterdir())
-    return ([("base + few-shot", self.run_spec, assistant_prefix(self.constitution, self.fmt), None), ("SL-CAI", sl_cai, "", 0)]
-            + [(f"RL step {int(p.name.split('-')[1])}", str(p), "", int(p.name.split("-")[1])) for p in snapshots])
+    prefix = assistant_prefix(self.constitution, self.fmt) if self.P.evaluation.prompting == "few-shot" else ""
+    return ([("base", self.run_spec, prefix, None), ("SL-CAI", sl_cai, prefix, 0)]
+            + [(f"RL step {int(p.name.split('-')[1])}", str(p), prefix, int(p.name.split("-")[1])) for p in snapshots])
 
 # %% ../nbs/pipeline.ipynb #9c5dde62
 @Pipeline.method
@@ -341,17 +391,18 @@ def evaluation(self) -> Path:
     from cai_repro.scoring import contrast_scores
     ev = self.P.evaluation
     checkpoints, prompts, pm_dir = self.checkpoints(), self.heldout(), self.rl_pm()
-    harm = [p.description or p.principle for p in self.constitution.feedback[:ev.judge_principles]]
+    harm = self.judge_preambles()["harmless"]
     temperatures = (1.0, 0.0)
     inputs = {"checkpoints": [(n, model_fingerprint(s), pre, step) for n, s, pre, step in checkpoints],
               "prompts": [p.to_json() for p in prompts], "judge": model_fingerprint(self.run_spec),
               "harm": list(harm), "helpful": ev.helpful_description, "pm": str(pm_dir),
-              "temperatures": list(temperatures), "tokens": ev.eval_tokens, "dtype": str(self.dtype), "seed": self.seed}
+              "temperatures": list(temperatures), "tokens": ev.eval_tokens, "dtype": str(self.dtype), "seed": self.seed,
+              **self.variant}
     def build(work):
         store = RecordStore(work / "scores.jsonl", key="key")
-        judge, jtok = load_model_cached(self.run_spec, dtype=self.dtype)
+        judge, jtok = self.sampler()
         pm = RewardScorer(pm_dir, fmt=self.fmt)
-        convs = [self.fmt.human_turn(p.text) for p in prompts]
+        convs = [[Turn("Human", p.text)] for p in prompts]
         for name, spec, prefix, step in tqdm(checkpoints, desc="checkpoints", disable=not self.progress):
             for t in temperatures:
                 if f"{name}|{t}|{prompts[-1].id}" in store: continue
@@ -367,14 +418,37 @@ def evaluation(self) -> Path:
                                       "pm": float(r)})
     return self._stage("evaluation", inputs, build)
 
+# %% ../nbs/pipeline.ipynb #96245ed2
+@Pipeline.method
+def judge_preambles(self) -> dict[str, list[str]]:
+    "The judge's preambles: the constitution's first `judge_principles` feedback descriptions, and the helpfulness one."
+    ev = self.P.evaluation
+    return {"harmless": [p.description or p.principle for p in self.constitution.feedback[:ev.judge_principles]],
+            "helpful": [ev.helpful_description]}
+
+# %% ../nbs/pipeline.ipynb #a93a4cb7
+@Pipeline.method
+def judge_fit(self) -> Path:
+    """The judge's temperatures (`judge_tau.json`: harmless and helpful), fitted on the HHH dev slice with the judge's own
+    preambles (`evaluation.judge_dev_fit`); `Unavailable` without the dev slice."""
+    from cai_repro.evaluation import judge_dev_fit
+    from cai_repro.hhh_evals import eval_path, load_eval
+    path, pre = eval_path("hhh-dev"), self.judge_preambles()
+    inputs = {"judge": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "data": content_digest(path), "preambles": pre,
+              **self.variant}
+    def build(work):
+        judge, jtok = self.sampler()
+        items = load_eval(path)
+        atomic_write_json(work / "judge_tau.json", {k: judge_dev_fit(judge, jtok, items, v, self.fmt, self.progress) for k, v in pre.items()})
+    return self._stage("judge_fit", inputs, build)
+
 # %% ../nbs/pipeline.ipynb #0eeab366
 STAGE_NOTEBOOKS = {"critique_revision": "03, 05", "helpful_samples": "04", "sl_cai": "04", "labels": "06", "eval_mc": "06a",
-                   "preference_model": "07", "rl_cai": "08", "evaluation": "09"}
+                   "preference_model": "07", "rl_cai": "08", "judge_fit": "09", "evaluation": "09"}
 
 # %% ../nbs/pipeline.ipynb #c537f8c1
 def plan(P: Params, root=None) -> list[dict]:
     "Every stage a run of `P` builds, in order, with its key and status; nothing is built."
-    from cai_repro.artifacts import Unavailable
     pipe = Pipeline(P, root=root, plan=True)
     n_all = len(pipe.constitution.critique_revision)
     steps = [("critique_revision", "main run", pipe.critique_revision),
@@ -383,10 +457,38 @@ def plan(P: Params, root=None) -> list[dict]:
              ("critique_revision", "direct=True", functools.partial(pipe.cr_ablation, direct=True)),
              ("helpful_samples", "", pipe.helpful_samples), ("sl_cai", "", pipe.sl_cai), ("labels", "", pipe.labels),
              *[("eval_mc", name, functools.partial(pipe.hhh_eval, name)) for name in ("hhh", "harmful-vs-ethical", "harm-type")],
-             ("preference_model", "", pipe.preference_model), ("rl_cai", "", pipe.rl), ("evaluation", "", pipe.evaluation)]
+             ("preference_model", "", pipe.preference_model),
+             *[("preference_model", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.preference_model, **o))
+               for o in PM_CONTROLS.values()],
+             ("rl_cai", "", pipe.rl), ("judge_fit", "", pipe.judge_fit), ("evaluation", "", pipe.evaluation)]
     for name, what, call in steps:
         try: call()
         except Waiting as w: pipe._note(name, what, key=None, status=f"waits for {w}")
         except Unavailable as e: pipe._note(name, what, key=None, status=f"unavailable: {e}")
     for p in pipe.planned: p["notebook"] = STAGE_NOTEBOOKS.get(p["stage"], "")
     return pipe.planned
+
+# %% ../nbs/pipeline.ipynb #7bcbd133
+def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str, int, int]]:
+    "(stage, where it samples, texts sampled, most tokens generated) for every stage of `P` that samples."
+    cr, an, sft, fb, rl, ev, evals = P.cr, P.analysis, P.sft, P.feedback, P.rl, P.evaluation, P.evals
+    engine = P.engine.engine if P.engine.engine == "local" else f"{P.engine.engine} {P.engine.base_url}"
+    step = lambda direct: (0 if direct else cr.critique_tokens) + cr.revision_tokens
+    n_abl = len([k for k in an.principle_counts if k != n_principles])
+    r_abl = min(an.ablation_revisions or cr.revisions, cr.revisions)  # the ablations' revisions
+    from cai_repro.hhh_evals import EVALS
+    full = sum(n for _, n in EVALS.values())  # the full files' items (the dev slices hold fewer)
+    cot_items = (3 * evals.cot_limit if evals.cot_limit is not None else full) * evals.cot_chains
+    snapshots = rl.steps // max(rl.save_every, 1) + 1
+    return [("critique_revision (main)", engine, cr.n_prompts * (1 + cr.revisions * (1 if cr.direct else 2)),
+             cr.n_prompts * (cr.initial_tokens + cr.revisions * step(cr.direct))),
+            ("critique_revision (ablations)", engine, an.n_ablation * r_abl * (2 * n_abl + 1),
+             an.n_ablation * r_abl * (n_abl * step(False) + step(True))),
+            ("helpful_samples", engine, sft.n_helpful, sft.n_helpful * sft.helpful_tokens),
+            ("eval_mc (chains of thought)", engine, cot_items, cot_items * evals.cot_tokens),
+            ("labels (pairs from SL-CAI)", engine if P.engine.policy_model else "local", 2 * fb.n_prompts, 2 * fb.n_prompts * fb.response_tokens),
+            ("labels (chains of thought)", engine, fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias),
+             fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias) * fb.cot_tokens),
+            ("rl_cai", "vllm (TRL)" if rl.use_vllm else "local", rl.steps * rl.batch_size, rl.steps * rl.batch_size * rl.max_new_tokens),
+            ("evaluation (answers)", "local", (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign),
+             (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens)]

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
@@ -26,20 +27,28 @@ from .artifacts import (InputError, Unavailable, atomic_write_json, atomic_write
                                  iter_jsonl, read_jsonl)
 from .config import PMSettings
 from .dialogue import PAPER, DialogueFormat, first_human_turn
+from .distributed import gathered_model, is_main, main_first
 from .models import load_model, model_fingerprint, resolve_dtype
 
 # %% auto #0
-__all__ = ['LABEL_KEYS', 'LABEL_TYPES', 'NEEDLESS_REFUSALS', 'PM_META', 'soft_bt_loss', 'SoftPreferenceCollator',
+__all__ = ['LABEL_KEYS', 'LABEL_TYPES', 'NEEDLESS_REFUSALS', 'PM_META', 'soft_bt_loss', 'label_entropy', 'SoftPreferenceCollator',
            'SoftRewardTrainer', 'encode_conversation', 'resolve_labels', 'read_labels', 'label_comparisons',
            'synthetic_labels', 'write_labels', 'HelpfulUnavailable', 'hh_rlhf_helpful', 'read_comparisons',
-           'standin_comparisons', 'mix_comparisons', 'split_heldout', 'load_pm_base', 'pm_dataset', 'train_pm',
-           'save_pm', 'helpful_comparisons', 'build_pm']
+           'standin_comparisons', 'mix_comparisons', 'split_heldout', 'shuffle_targets', 'pm_train_dtype',
+           'load_pm_base', 'pm_dataset', 'best_evaluation', 'EvaluateAtEnd', 'train_pm', 'save_pm',
+           'helpful_comparisons', 'build_pm']
 
 # %% ../nbs/07_preference_model.ipynb #739e5006
 def soft_bt_loss(delta: torch.Tensor, p: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     "Cross-entropy of Bradley–Terry σ(Δ) against soft targets p = P(chosen is better): −(p·logσ(Δ) + (1−p)·logσ(−Δ))."
     loss = -(p * F.logsigmoid(delta) + (1 - p) * F.logsigmoid(-delta))
     return loss.mean() if reduction == "mean" else loss
+
+# %% ../nbs/07_preference_model.ipynb #fe653528
+def label_entropy(p) -> float:
+    "Mean binary entropy of soft targets `p` (nats): the lowest mean soft Bradley–Terry loss any predictor can reach on them."
+    p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+    return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
 
 # %% ../nbs/07_preference_model.ipynb #c3373fdd
 @dataclass
@@ -213,21 +222,38 @@ def mix_comparisons(harmless: Sequence[dict], helpful: Sequence[dict], ratio: fl
     pick = np.random.default_rng(derive_seed(seed, "mix")).permutation(len(helpful))[:k]
     return list(harmless) + [helpful[i] for i in sorted(pick)]
 
-def split_heldout(comparisons: Sequence[dict], fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    "(train, held-out): a seeded `fraction` of each source group's prompts is held out with all its comparisons."
+def split_heldout(comparisons: Sequence[dict], fraction: float, seed: int = 0, key: str = "heldout") -> tuple[list[dict], list[dict]]:
+    "(train, held-out): a seeded `fraction` of each source group's prompts is held out with all its comparisons (`key`: the seed's)."
     held = set()
     for group in ("harmless", "helpful"):
         prompts = sorted({c["prompt"] for c in comparisons if (c["source"] == "ai-harmlessness") == (group == "harmless")})
         if not prompts or fraction <= 0: continue
         k = max(1, round(fraction * len(prompts))) if len(prompts) > 1 else 0
-        order = np.random.default_rng(derive_seed(seed, "heldout", group)).permutation(len(prompts))
+        order = np.random.default_rng(derive_seed(seed, key, group)).permutation(len(prompts))
         held |= {(group, prompts[i]) for i in order[:k]}
     is_held = lambda c: ("harmless" if c["source"] == "ai-harmlessness" else "helpful", c["prompt"]) in held
     return [c for c in comparisons if not is_held(c)], [c for c in comparisons if is_held(c)]
 
 # %% ../nbs/07_preference_model.ipynb #3829a96e
+def shuffle_targets(comparisons: Sequence[dict], seed: int = 0) -> list[dict]:
+    """CONTROL: each comparison gets another's target `p` (a seeded permutation), in a random orientation (chosen and
+    rejected swapped by a seeded coin), so no target carries information about its own pair. Still p ≥ 0.5."""
+    rng = np.random.default_rng(derive_seed(seed, "shuffle-targets"))
+    perm, flip = rng.permutation(len(comparisons)), rng.integers(0, 2, len(comparisons)).astype(bool)
+    out = []
+    for c, j, f in zip(comparisons, perm, flip):
+        chosen, rejected = (c["rejected"], c["chosen"]) if f else (c["chosen"], c["rejected"])
+        out.append({**c, "chosen": chosen, "rejected": rejected, "p": comparisons[j]["p"], "shuffled": True})
+    return out
+
+# %% ../nbs/07_preference_model.ipynb #9be4abd9
+def pm_train_dtype(dtype) -> str:
+    "The precision a PM trains (and is scored) in: `dtype` on a GPU, float32 on a CPU."
+    return str(dtype) if torch.cuda.is_available() else "float32"
+
+# %% ../nbs/07_preference_model.ipynb #92da96da
 def load_pm_base(model_spec: str, dtype="float32", seed: int = 0):
-    "A sequence-classification model (one output) with the transformer body of `model_spec` and a seeded new head."
+    "A sequence-classification model (one output) with the transformer body of `model_spec` and a zero-initialised head."
     from transformers import AutoModelForSequenceClassification
     lm, tok = load_model(model_spec, dtype=dtype, seed=seed, device="cpu")  # the trainer moves it to the GPU
     config = copy.deepcopy(lm.config)
@@ -236,6 +262,8 @@ def load_pm_base(model_spec: str, dtype="float32", seed: int = 0):
         torch.manual_seed(derive_seed(seed, "pm-head"))
         model = AutoModelForSequenceClassification.from_config(config)
     model.base_model.load_state_dict(lm.base_model.state_dict())
+    with torch.no_grad():  # the untrained PM scores everything 0: the constant predictor
+        for prm in model.score.parameters(): prm.zero_()
     del lm
     return model.to(resolve_dtype(dtype)), tok
 
@@ -250,31 +278,64 @@ def pm_dataset(comparisons: Sequence[dict], tok, max_length: int | None):
                      "rejected_ids": encode_conversation(tok, c["rejected"], max_length), "p": float(c["p"])})
     return Dataset.from_list(rows), truncated
 
-# %% ../nbs/07_preference_model.ipynb #3e2cfcf7
+# %% ../nbs/07_preference_model.ipynb #fe9f3f0c
+def best_evaluation(log_history: Sequence[dict]) -> dict | None:
+    """The evaluation with the lowest `eval_loss` in a trainer's log (the earliest of equal ones; step 0 is the untrained,
+    constant PM), with the loss before training; None if nothing was evaluated."""
+    evals = [(r["step"], r["eval_loss"]) for r in log_history if "eval_loss" in r]
+    if not evals: return None
+    step, loss = min(evals, key=lambda x: (x[1], x[0]))
+    return {"step": step, "loss": loss, "initial_loss": next((l for st, l in evals if st == 0), None), "evaluations": len(evals)}
+
+# %% ../nbs/07_preference_model.ipynb #9481f1b4
+class EvaluateAtEnd(TrainerCallback):
+    "Evaluate after the last step as well (transformers only evaluates every `eval_steps`), so the last steps can be kept."
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps: control.should_evaluate = True
+        return control
+
+# %% ../nbs/07_preference_model.ipynb #ae443da3
 def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: PMSettings = PMSettings(), dtype="float32",
-             seed: int = 0, progress: bool = True, callbacks: Sequence = ()):
-    "Train a soft-label PM on `comparisons`; returns `(model, tok, log_history)`, LoRA merged. Resumes from `checkpoint_dir`."
+             seed: int = 0, progress: bool = True, callbacks: Sequence = (), stopping: Sequence[dict] = ()):
+    """Train a soft-label PM on `comparisons`; returns `(model, tok, log_history)`, LoRA merged. Resumes from `checkpoint_dir`.
+    With `stopping` comparisons: early stopping on their soft loss, returning the best step's PM (the untrained, constant
+    one if no step beat it). Trains in float32 on a CPU (`pm_train_dtype`). Under a launcher every rank trains its share
+    and the main process gets the model (the others get None)."""
     from peft import LoraConfig
-    s = pm
+    from transformers import EarlyStoppingCallback
+    s, dtype, stop = pm, pm_train_dtype(dtype), bool(stopping)
+    every = min(s.eval_steps, s.save_steps) if stop else s.save_steps  # with early stopping: evaluate and save together
     model, tok = load_pm_base(model_spec, dtype=dtype, seed=seed)
     ds, _ = pm_dataset(comparisons, tok, s.max_length)
     ckpt = Path(checkpoint_dir)
     lora = None if s.full else LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, task_type="SEQ_CLS",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], modules_to_save=["score"])
+    es = dict(eval_strategy="steps", eval_steps=every, eval_on_start=True, per_device_eval_batch_size=s.batch_size,
+              load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False) if stop else {}
     with warnings.catch_warnings():  # TRL's config still sets transformers' deprecated `gradient_checkpointing` alias
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* deprecated", category=FutureWarning)
         args = RewardConfig(output_dir=str(ckpt), num_train_epochs=s.epochs, max_steps=s.max_steps, learning_rate=s.lr,
                             per_device_train_batch_size=s.batch_size, max_length=None, gradient_checkpointing=False,
                             bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed,
-                            data_seed=seed, logging_steps=1, save_strategy="steps", save_steps=s.save_steps,
+                            data_seed=seed, logging_steps=1, save_strategy="steps", save_steps=every,
                             save_total_limit=1, lr_scheduler_type="linear", warmup_steps=0.1, dataloader_pin_memory=False,
-                            disable_tqdm=not progress, logging_nan_inf_filter=False)
+                            disable_tqdm=not progress, logging_nan_inf_filter=False, **es)
         trainer = SoftRewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
-                                    callbacks=[finite_guard(), *callbacks])
+                                    eval_dataset=pm_dataset(stopping, tok, s.max_length)[0] if stop else None,
+                                    callbacks=[finite_guard(), *([EarlyStoppingCallback(s.patience), EvaluateAtEnd()] if stop else []), *callbacks])
         resume = any(ckpt.glob("checkpoint-*"))
         trainer.train(resume_from_checkpoint=True if resume else None)
-    model = trainer.model.merge_and_unload() if lora is not None else trainer.model
-    return model.eval(), tok, trainer.state.log_history
+    def fresh():  # an empty copy that takes the weights gathered from the ranks (FSDP and ZeRO-3 shard them)
+        from peft import get_peft_model
+        base = load_pm_base(model_spec, dtype=dtype, seed=seed)[0]
+        return base if lora is None else get_peft_model(base, lora)
+    log = trainer.state.log_history
+    model = gathered_model(trainer, fresh)
+    if model is None: return None, tok, log
+    best = best_evaluation(log) if stop else None
+    if best is not None and best["step"] == 0: return load_pm_base(model_spec, dtype=dtype, seed=seed)[0].eval(), tok, log
+    model = model.merge_and_unload() if lora is not None else model
+    return model.eval(), tok, log
 
 # %% ../nbs/07_preference_model.ipynb #2aaf0a4e
 PM_META = "cai_repro.json"
@@ -319,17 +380,22 @@ def build_pm(model_spec: str, pm: PMSettings, labels, work_dir, dtype="float32",
     harmless = label_comparisons(read_labels(labels_file), fmt)
     t0 = time.time()
     if not (work / PM_META).exists():
-        helpful = helpful_comparisons(s, len(harmless), work, model_spec, dtype, seed, constitution_path, progress, fmt)
+        with main_first():  # under a launcher the main process samples the helpfulness answers; the other ranks read them
+            helpful = helpful_comparisons(s, len(harmless), work, model_spec, dtype, seed, constitution_path, progress, fmt)
         train, held = split_heldout(mix_comparisons(harmless, helpful, s.helpful_ratio, seed), s.heldout, seed)
+        train, stop = split_heldout(train, s.stopping, seed, key="stopping")
+        if s.shuffle_labels: train = shuffle_targets(train, seed)
         if not train: raise InputError(labels_file, None, "no comparisons left to train on")
-        atomic_write_text(work / "comparisons.jsonl", "".join(json.dumps({**c, "split": sp}, ensure_ascii=False) + "\n"
-                                                              for sp, cs in (("train", train), ("heldout", held)) for c in cs))
-        model, tok, log = train_pm(model_spec, train, work / "checkpoints", s, dtype=dtype, seed=seed, progress=progress)
-        truncated = pm_dataset(train + held, tok, s.max_length)[1]
+        rows = "".join(json.dumps({**c, "split": sp}, ensure_ascii=False) + "\n"
+                       for sp, cs in (("train", train), ("stopping", stop), ("heldout", held)) for c in cs)
+        if is_main(): atomic_write_text(work / "comparisons.jsonl", rows)
+        model, tok, log = train_pm(model_spec, train, work / "checkpoints", s, dtype=dtype, seed=seed, progress=progress, stopping=stop)
+        if model is None: return work  # another rank of a launcher: the main process saves the PM
+        truncated = pm_dataset(train + stop + held, tok, s.max_length)[1]
         atomic_write_json(work / "train_log.json", log)
         for f in work.glob("*.safetensors"): f.unlink()  # a save torn by an earlier kill
-        save_pm(model, tok, work, {"base_model": model_spec, "base_fingerprint": model_fingerprint(model_spec), "dtype": str(dtype),
-                                   "seed": seed, "max_length": s.max_length, "pm": asdict(s), "labels": str(labels_file),
+        save_pm(model, tok, work, {"base_model": model_spec, "base_fingerprint": model_fingerprint(model_spec), "dtype": pm_train_dtype(dtype),
+                                   "best": best_evaluation(log), "seed": seed, "max_length": s.max_length, "pm": asdict(s), "labels": str(labels_file),
                                    "encoding": "tokenizer(text) + <eos>; text = '\\n\\nHuman: ...\\n\\nAssistant: ...'",
                                    "truncated_conversations": truncated, "train_seconds": round(time.time() - t0, 1)})
         shutil.rmtree(work / "checkpoints", ignore_errors=True)

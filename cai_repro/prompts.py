@@ -36,6 +36,10 @@ class Prompt:
     def to_json(self) -> dict:
         return {"id": self.id, "prompt": self.text, "category": self.category, "harmful": self.harmful}
 
+# %% ../nbs/02_red_team_prompts.ipynb #9a589d40
+BENIGN_CATEGORIES = {"benign", "helpful", "helpfulness"}
+
+# %% ../nbs/02_red_team_prompts.ipynb #f2c13f28
 def read_prompt_file(path, source: str | None = None) -> list[Prompt]:
     """Read a JSONL file of `{"prompt", "category"}` objects (optional: `"id"`, `"harmful"`).
     A malformed line raises `InputError` naming the file and the line."""
@@ -51,8 +55,6 @@ def read_prompt_file(path, source: str | None = None) -> list[Prompt]:
         prompts.append(Prompt(pid, row["prompt"].strip(), row["category"], harmful, source or str(path)))
     return prompts
 
-BENIGN_CATEGORIES = {"benign", "helpful", "helpfulness"}
-
 def _line_of(path: Path, nth_record: int) -> int:
     "The file line of the n-th non-blank record (read_jsonl skips blank lines)."
     k = 0
@@ -61,6 +63,7 @@ def _line_of(path: Path, nth_record: int) -> int:
         if k == nth_record: return line_no
     return nth_record
 
+# %% ../nbs/02_red_team_prompts.ipynb #78120996
 def write_prompt_file(path, prompts: Sequence[Prompt]) -> Path:
     "Write prompts as JSONL, atomically."
     return atomic_write_text(path, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in prompts))
@@ -68,6 +71,7 @@ def write_prompt_file(path, prompts: Sequence[Prompt]) -> Path:
 # %% ../nbs/02_red_team_prompts.ipynb #8d56d94c
 BUNDLED = {"red-team": "red_team.jsonl", "helpful": "helpful.jsonl"}
 
+# %% ../nbs/02_red_team_prompts.ipynb #be2172a0
 def bundled_prompts(which: str = "red-team") -> list[Prompt]:
     "The bundled offline prompts: 'red-team', 'helpful', or 'all'."
     names = list(BUNDLED) if which == "all" else [which]
@@ -78,6 +82,7 @@ def bundled_prompts(which: str = "red-team") -> list[Prompt]:
 class PromptsUnavailable(Unavailable):
     "A prompt source that cannot be reached here."
 
+# %% ../nbs/02_red_team_prompts.ipynb #497958e1
 def prompts_from_red_team_rows(rows, source: str = "hh-rlhf") -> list[Prompt]:
     "Turn hh-rlhf `red-team-attempts` rows (`transcript`, `tags`) into prompts: the first human turn of each."
     out, seen = [], set()
@@ -91,6 +96,7 @@ def prompts_from_red_team_rows(rows, source: str = "hh-rlhf") -> list[Prompt]:
         out.append(Prompt(f"{source}-{i}", text, category, True, source))
     return out
 
+# %% ../nbs/02_red_team_prompts.ipynb #d543070e
 def hh_rlhf_red_team(limit: int | None = None) -> list[Prompt]:
     "Anthropic's red-team prompts from the Hugging Face Hub (needs a connection or a populated datasets cache)."
     from datasets import load_dataset
@@ -114,6 +120,7 @@ def load_prompts(spec: str = "red-team", limit: int | None = None) -> list[Promp
     else: prompts = read_prompt_file(spec)
     return prompts[:limit] if limit else prompts
 
+# %% ../nbs/02_red_team_prompts.ipynb #55d2b3b2
 def sample_prompts(prompts: Sequence[Prompt], n: int, seed: int = 0) -> list[Prompt]:
     "`n` prompts, round-robin over categories in a seeded order, so every category is represented."
     rng = random.Random(derive_seed(seed, "sample_prompts"))

@@ -21,8 +21,8 @@ __all__ = ['RUNNER', 'PARAMETERS', 'stage_notebooks', 'select_notebooks', 'decla
 
 # %% ../nbs/10_reproduce.ipynb #ea33d280
 RUNNER = "10_reproduce"  # this notebook: documentation of the runner, not a stage of the run
-PARAMETERS = ("profile", "run_dir")
 
+# %% ../nbs/10_reproduce.ipynb #15310074
 def stage_notebooks(nbs_dir=None) -> list[Path]:
     "The numbered notebooks, in order, without this runner's own notebook."
     return sorted(p for p in Path(nbs_dir or bundled_dir("nbs")).glob("[0-9][0-9]*_*.ipynb") if p.stem != RUNNER)
@@ -47,6 +47,9 @@ def declared_parameters(nb: Path) -> list[str]:
     if not cells: return []
     return [t.id for node in ast.parse(cells[0].source).body if isinstance(node, ast.Assign)
             for t in node.targets if isinstance(t, ast.Name)]
+
+# %% ../nbs/10_reproduce.ipynb #16c1c856
+PARAMETERS = ("profile", "run_dir")
 
 # %% ../nbs/10_reproduce.ipynb #a72f0b4f
 class StageFailed(RuntimeError):
@@ -101,8 +104,9 @@ def default_run_dir(name: str) -> Path:
 
 # %% ../nbs/10_reproduce.ipynb #34ac019e
 def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: str | None = None,
-              nbs_dir=None, copy_figures: bool | None = None) -> dict:
-    "Run the numbered notebooks with a profile's parameters; return the run's summary."
+              nbs_dir=None, record: bool | None = None) -> dict:
+    """Run the numbered notebooks with a profile's parameters; return the run's summary. A whole `cpu` run from a
+    checkout (or any run with `record=True`) then becomes the committed record (`record.publish`)."""
     P = load_params(profile)
     run_dir = Path(out or default_run_dir(P.name)).resolve()
     notebooks = select_notebooks(stage_notebooks(nbs_dir), only, start)
@@ -110,13 +114,13 @@ def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: s
         if declared_parameters(nb) != list(PARAMETERS):
             raise InputError(nb, None, f"its parameters cell must declare exactly {', '.join(PARAMETERS)}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive(run_dir): return _run_all(P, run_dir, notebooks, copy_figures)
+    if record is None: record = P.name == "cpu" and checkout_dir() is not None and not only and not start
+    with exclusive(run_dir): return _run_all(P, run_dir, notebooks, record)
 
-def _run_all(P: Params, run_dir: Path, notebooks: Sequence[Path], copy_figures: bool | None) -> dict:
+def _run_all(P: Params, run_dir: Path, notebooks: Sequence[Path], record: bool) -> dict:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary.update(profile=P.name, profile_file=P.source, stages=summary.get("stages", {}))
-    if copy_figures is None: copy_figures = P.name == "cpu" and checkout_dir() is not None
     params = {"profile": str(Path(P.source).resolve()), "run_dir": str(run_dir)}
     for k, nb in enumerate(notebooks, 1):
         print(f"[{k}/{len(notebooks)}] {nb.stem} ...", flush=True)
@@ -126,10 +130,10 @@ def _run_all(P: Params, run_dir: Path, notebooks: Sequence[Path], copy_figures: 
                                       **(json.loads(stage_summary.read_text()) if stage_summary.exists() else {})}
         atomic_write_json(summary_path, summary)
         print(f"[{k}/{len(notebooks)}] {nb.stem} done in {_fmt(wall)}", flush=True)
-    if copy_figures and (run_dir / "figures").is_dir():
-        dest = checkout_dir() / "figures"; dest.mkdir(exist_ok=True)
-        for f in sorted((run_dir / "figures").iterdir()): shutil.copy2(f, dest / f.name)
     print(f"done: {run_dir} (summary.json, executed notebooks, HTML, figures/)")
+    if record:
+        from cai_repro.record import publish
+        print(publish(run_dir), flush=True)
     return summary
 
 # %% ../nbs/10_reproduce.ipynb #c4d2f1b3
@@ -137,6 +141,7 @@ def format_plan(P: Params, steps: Sequence[dict]) -> str:
     "The text `cai-repro reproduce --plan` prints: the profile's settings, then the stages in order."
     from dataclasses import asdict, fields
     from cai_repro.config import SECTIONS
+    from cai_repro.pipeline import generation_budget
     out = [f"profile {P.name} ({P.source})", *( [f"  {P.description}"] if P.description else []), "", "settings:"]
     for sec in SECTIONS:
         vals = asdict(getattr(P, sec))
@@ -145,4 +150,12 @@ def format_plan(P: Params, steps: Sequence[dict]) -> str:
     for i, s in enumerate(steps, 1):
         what = f" [{s['what']}]" if s["what"] else ""
         out.append(f"  {i:2d}. {s['stage']}{what}  ({s['notebook']})  {s.get('key') or '-':12s}  {s['status']}")
+    e = P.engine
+    engine = ("local: transformers in this process" if e.engine == "local" else
+              f"openai: {e.base_url}, model {e.served_model or P.run.model!r}, {e.max_concurrency} requests in flight")
+    out += ["", f"format: {P.run.format}    engine: {engine}", "generation (texts sampled, at most tokens generated, where):"]
+    budget = generation_budget(P)
+    for stage, where, texts, tokens in budget:
+        if texts: out.append(f"  {stage:32s} {texts:>9,} {tokens:>13,}  {where}")
+    out.append(f"  {'total':32s} {sum(b[2] for b in budget):>9,} {sum(b[3] for b in budget):>13,}")
     return "\n".join(out)

@@ -21,8 +21,8 @@ from .artifacts import (InputError, atomic_write_json, atomic_write_text, check_
                                  read_jsonl)
 from .dialogue import PAPER, DialogueFormat, Turn
 from .models import ModelNotAvailableError, byte_tokenizer, resolve_dtype, tiny_random_config
-from .preference_model import PM_META, encode_conversation, soft_bt_loss
-from .stats import expected_calibration_error, wilson
+from .preference_model import PM_META, encode_conversation, label_entropy, soft_bt_loss
+from .stats import expected_calibration_error, t_interval, wilson
 
 # %% auto #0
 __all__ = ['load_reward_model', 'pm_text', 'RewardScorer', 'tiny_random_pm', 'load_reward', 'read_comparison_pairs',
@@ -155,8 +155,8 @@ def hhh_eval(scorer: RewardScorer, path) -> dict:
 # %% ../nbs/07a_reward.ipynb #d2f68db5
 def category_audit(scores: Sequence[dict]) -> list[dict]:
     """Per prompt category of AI-labelled comparisons (`source == 'ai-harmlessness'`): n, accuracy against the label's
-    preferred side (ties p = 0.5 left out), and the mean score gap r(preferred) − r(other) ± its standard error
-    (None for a single comparison)."""
+    preferred side (ties p = 0.5 left out), the mean score gap r(preferred) − r(other), its standard error and its 95%
+    Student t interval (`ci95`; None for a single comparison)."""
     from collections import defaultdict
     groups = defaultdict(list)
     for s in scores:
@@ -164,8 +164,10 @@ def category_audit(scores: Sequence[dict]) -> list[dict]:
     out = []
     for cat, d in sorted(groups.items()):
         d = np.asarray(d)
+        _, lo, hi = t_interval(d)
         out.append({"category": cat, "n": len(d), "accuracy": float((d > 0).mean() + 0.5 * (d == 0).mean()),
-                    "mean_gap": float(d.mean()), "se_gap": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None})
+                    "mean_gap": float(d.mean()), "se_gap": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None,
+                    "ci95": [lo, hi] if len(d) > 1 else None})
     return out
 
 # %% ../nbs/07a_reward.ipynb #99859ab8
@@ -177,13 +179,15 @@ def _mean_soft_loss(rows: Sequence[dict]) -> float | None:
 def _split_metrics(rows: Sequence[dict]) -> dict:
     hard = [r for r in rows if r["p"] != 0.5]
     acc = pair_accuracy([r["r_chosen"] for r in hard], [r["r_rejected"] for r in hard]) if hard else {}
-    return {"n": len(rows), "soft_loss": _mean_soft_loss(rows), "accuracy": acc.get("accuracy"), "ci95": acc.get("ci95"),
+    return {"n": len(rows), "soft_loss": _mean_soft_loss(rows), "entropy": round(label_entropy([r["p"] for r in rows]), 4) if rows else None,
+            "constant_loss": round(math.log(2), 4) if rows else None, "accuracy": acc.get("accuracy"), "ci95": acc.get("ci95"),
             "mean_gap": acc.get("mean_gap")}
 
-def score_pm(pm_dir, batch_size: int = 8, dtype="float32", progress: bool = True, fmt: DialogueFormat = PAPER) -> Path:
-    "Score every comparison a PM was trained and held out on (`scores.jsonl`), and measure it (`metrics.json`)."
+def score_pm(pm_dir, batch_size: int = 8, dtype=None, progress: bool = True, fmt: DialogueFormat = PAPER) -> Path:
+    "Score every comparison a PM was trained, stopped and held out on (`scores.jsonl`), and measure it (`metrics.json`)."
     work = Path(pm_dir)
     meta = json.loads((work / PM_META).read_text())
+    dtype = dtype or meta.get("dtype", "float32")
     model_spec, seed, labels_file = meta["base_model"], meta["seed"], meta["labels"]
     comps = read_jsonl(work / "comparisons.jsonl")
     scorer = RewardScorer(str(work), batch_size=batch_size, dtype=dtype, progress=progress, fmt=fmt)
@@ -196,7 +200,9 @@ def score_pm(pm_dir, batch_size: int = 8, dtype="float32", progress: bool = True
     metrics = {"base_model": model_spec, "seed": seed, "labels": str(labels_file),
                "counts": {f"{sp}/{src}": n for (sp, src), n in sorted(Counter((c["split"], c["source"]) for c in comps).items())},
                "train_steps": len(losses), "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+               "best": meta.get("best"), "shuffled_labels": bool(meta.get("pm", {}).get("shuffle_labels")),
                "train": _split_metrics([x for x in scores if x["split"] == "train"]),
+               "stopping": _split_metrics([x for x in scores if x["split"] == "stopping"]),
                "heldout": _split_metrics([x for x in scores if x["split"] == "heldout"]),
                "heldout_ai_labels": _split_metrics([x for x in scores if x["split"] == "heldout" and x["source"] == "ai-harmlessness"])}
     atomic_write_json(work / "metrics.json", metrics)
@@ -229,16 +235,16 @@ def plot_calibration(panels: dict[str, list[dict]], path, caption: str):
     return Path(path)
 
 def plot_audit(audit: list[dict], path, caption: str):
-    "Mean PM score gap r(preferred) − r(other) per harm category (±1.96 SE), annotated with n and accuracy; saved as PNG."
+    "Mean PM score gap r(preferred) − r(other) per harm category (95% t interval), annotated with n and accuracy; saved as PNG."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(audit), 3) + 1.6))
     y = np.arange(len(audit))
     gaps = [a["mean_gap"] for a in audit]
-    errs = [1.96 * a["se_gap"] if a["se_gap"] is not None else 0 for a in audit]
+    errs = np.array([[g - a["ci95"][0], a["ci95"][1] - g] if a.get("ci95") else [0, 0] for g, a in zip(gaps, audit)]).T.reshape(2, -1)
     ax.barh(y, gaps, xerr=errs, capsize=3, color=["tab:green" if g > 0 else "tab:red" for g in gaps])
     ax.set_yticks(y, [a["category"] for a in audit]); ax.axvline(0, c="k", lw=0.8); ax.invert_yaxis()
     for i, a in enumerate(audit): ax.annotate(f"n={a['n']}, acc={a['accuracy']:.2f}", (0, i), xytext=(4, 4), textcoords="offset points", fontsize=7)
-    ax.set_xlabel("mean score gap r(label-preferred) − r(other)  (±95% interval)")
+    ax.set_xlabel("mean score gap r(label-preferred) − r(other)  (95% t interval)")
     ax.set_title("PM audit by harm category (AI-labelled comparisons)", fontsize=10)
     _caption(fig, caption)
     fig.tight_layout(rect=(0, 0.08, 1, 1))

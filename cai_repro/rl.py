@@ -18,21 +18,22 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .artifacts import (NonFiniteError, RecordStore, atomic_dir, atomic_write_text, check_finite, claim_run_dir,
-                                 derive_seed, finite_guard, read_jsonl, read_records)
+from .artifacts import (NonFiniteError, RecordStore, atomic_dir, atomic_write_text, check_finite, derive_seed,
+                                 finite_guard, read_jsonl, read_records)
 from .config import RLSettings, settings_record
 from .dialogue import PAPER, DialogueFormat
+from .distributed import claim_on_main, is_main, save_trained
 from .models import PerRowSampler, StopOnStrings, cut_at_stops, final_logits, left_pad
 from .monitors import rollout_monitors
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
-__all__ = ['RewardFn', 'rl_prompts', 'step_prompts', 'rl_pool', 'Rollouts', 'eos_ids', 'response_end', 'sample_rollouts',
-           'ValueHead', 'response_hidden', 'response_logprobs', 'penalised_scores', 'token_rewards', 'masked_mean',
-           'masked_var', 'whiten', 'gae', 'ppo_losses', 'lora_config', 'PPO', 'ppo_rollout', 'ppo_score',
-           'ppo_advantages', 'ppo_update', 'ppo_record', 'ppo_step', 'KeywordReward', 'save_checkpoint',
-           'latest_checkpoint', 'load_checkpoint', 'save_policy', 'train_ppo', 'load_metrics', 'train_rloo', 'train_rl',
-           'plot_rl_curves']
+__all__ = ['RewardFn', 'rl_prompts', 'step_prompts', 'rl_pool', 'Rollouts', 'eos_ids', 'end_turns_at', 'response_end',
+           'sample_rollouts', 'ValueHead', 'response_hidden', 'response_logprobs', 'penalised_scores', 'token_rewards',
+           'masked_mean', 'masked_var', 'whiten', 'gae', 'ppo_losses', 'lora_config', 'KeywordReward', 'PPO',
+           'ppo_rollout', 'ppo_score', 'ppo_advantages', 'ppo_update', 'ppo_record', 'ppo_step', 'save_checkpoint',
+           'latest_checkpoint', 'load_checkpoint', 'load_metrics', 'save_policy', 'train_ppo', 'rloo_config',
+           'train_rloo', 'train_rl', 'plot_rl_curves']
 
 # %% ../nbs/08_rl_cai.ipynb #4c1147af
 def rl_prompts(spec: str = "mix", n: int | None = None, harmful_fraction: float = 0.5, seed: int = 0) -> list[Prompt]:
@@ -47,6 +48,7 @@ def rl_prompts(spec: str = "mix", n: int | None = None, harmful_fraction: float 
     pool = load_prompts(spec)
     return sample_prompts(pool, n, seed=seed) if n else pool
 
+# %% ../nbs/08_rl_cai.ipynb #8a9f60e7
 def step_prompts(pool: Sequence[Prompt], step: int, batch_size: int, seed: int = 0) -> list[Prompt]:
     "The prompts of step `step` (0-based): positions `step·B … step·B+B-1` of an endless stream of seeded shuffles."
     out = []
@@ -57,6 +59,7 @@ def step_prompts(pool: Sequence[Prompt], step: int, batch_size: int, seed: int =
         out.append(pool[order[i]])
     return out
 
+# %% ../nbs/08_rl_cai.ipynb #4f0044e2
 def rl_pool(rl: RLSettings, seed: int = 0) -> list[Prompt]:
     "The prompt pool of an RL run's settings."
     return rl_prompts(rl.prompts, rl.n_prompts, rl.harmful_fraction, seed=seed)
@@ -82,6 +85,7 @@ class Rollouts:
         return Rollouts(self.query_ids[idx][:, q0:], qm[:, q0:], self.response_ids[idx][:, :T], rm[:, :T],
                         self.ended[idx], [self.texts[i] for i in idx.tolist()])
 
+# %% ../nbs/08_rl_cai.ipynb #bbfc4db6
 def eos_ids(model, tok) -> set[int]:
     "Every token id that ends a response: the tokenizer's EOS and any the model's generation config declares."
     ids = {tok.eos_token_id}
@@ -89,6 +93,13 @@ def eos_ids(model, tok) -> set[int]:
     ids |= set(gen) if isinstance(gen, (list, tuple)) else ({gen} if gen is not None else set())
     return {i for i in ids if i is not None}
 
+# %% ../nbs/08_rl_cai.ipynb #00762472
+def end_turns_at(model, tok, fmt: DialogueFormat):
+    "Make the format's end-of-turn tokens (a chat template's) end generation: added to the generation config, which `eos_ids` and TRL read."
+    if fmt.stop_token_ids: model.generation_config.eos_token_id = sorted(eos_ids(model, tok) | set(fmt.stop_token_ids))
+    return model
+
+# %% ../nbs/08_rl_cai.ipynb #85e7bd9f
 def response_end(tok, ids: Sequence[int], eos: set[int], stop: Sequence[str] = ()) -> tuple[int, bool]:
     "`(length, ended)` of a generated row: up to and including the first EOS, or the token that completes a stop string."
     ids = list(ids)
@@ -100,6 +111,7 @@ def response_end(tok, ids: Sequence[int], eos: set[int], stop: Sequence[str] = (
         return k, True
     return n, ended
 
+# %% ../nbs/08_rl_cai.ipynb #c21458ed
 @torch.no_grad()
 def sample_rollouts(model, tok, queries: Sequence[str], max_new_tokens: int, temperature: float = 1.0,
                     stop: Sequence[str] = PAPER.stop_strings, seed: int = 0) -> Rollouts:
@@ -136,6 +148,7 @@ class ValueHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.v(hidden.float()).squeeze(-1)
 
+# %% ../nbs/08_rl_cai.ipynb #3e626b84
 def response_hidden(model, ro: Rollouts) -> torch.Tensor:
     "Hidden states (B, T, H) of the positions that predict each response token (the adapter as the model has it now)."
     ids = torch.cat([ro.query_ids, ro.response_ids], 1)
@@ -145,6 +158,7 @@ def response_hidden(model, ro: Rollouts) -> torch.Tensor:
     Lq = ro.query_ids.shape[1]
     return hidden[:, Lq - 1:Lq - 1 + ro.response_ids.shape[1]]
 
+# %% ../nbs/08_rl_cai.ipynb #3485738d
 def response_logprobs(model, ro: Rollouts, hidden: torch.Tensor, temperature: float = 1.0,
                       with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     "log π(a_t|s_t) at every real response token (0 elsewhere), and optionally the entropy there; LM head only where needed."
@@ -165,6 +179,7 @@ def penalised_scores(scores: torch.Tensor, ended: torch.Tensor, missing_eos_pena
     "PM scores, minus `missing_eos_penalty` for each response that was truncated instead of ending."
     return scores - missing_eos_penalty * (~ended).to(scores.dtype)
 
+# %% ../nbs/08_rl_cai.ipynb #ee2ba85d
 def token_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
                   kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     "Per-token rewards `-kl_coef·(logπ − logπ0)`, plus each response's score on its last real token; and the per-token KL."
@@ -183,11 +198,13 @@ def _zero_out(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _zero_out(x, mask).sum() / mask.sum().clamp(min=1)
 
+# %% ../nbs/08_rl_cai.ipynb #69245376
 def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     "Unbiased variance over the masked entries."
     mean, n = masked_mean(x, mask), mask.sum()
     return _zero_out((x - mean) ** 2, mask).sum() / (n - 1).clamp(min=1)
 
+# %% ../nbs/08_rl_cai.ipynb #78c7ae5b
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     "Scale the masked entries to unit variance (and, with `shift_mean`, zero mean); zeros elsewhere."
     mean, var = masked_mean(x, mask), masked_var(x, mask)
@@ -195,6 +212,7 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     if not shift_mean: out = out + mean
     return _zero_out(out, mask)
 
+# %% ../nbs/08_rl_cai.ipynb #7ca3c969
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
         lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     "Generalised advantage estimates and returns for right-padded responses; zero on padding."
@@ -236,6 +254,13 @@ def _mean(xs):
     xs = [float(x) for x in xs]
     return sum(xs) / len(xs) if xs else None
 
+# %% ../nbs/08_rl_cai.ipynb #376d6ff0
+class KeywordReward:
+    "A toy reward for checks and demos: the share of a response's characters that are `char`."
+    def __init__(self, char: str = "e"): self.char = char
+    def __call__(self, prompts, completions, **kw) -> list[float]:
+        return [c.count(self.char) / max(len(c), 1) for c in completions]
+
 # %% ../nbs/08_rl_cai.ipynb #eac4bd14
 class PPO:
     "A policy (LoRA on a causal LM), its value head and optimiser; `step` runs one iteration: rollout, score, advantages, update."
@@ -243,6 +268,7 @@ class PPO:
                  fmt: DialogueFormat = PAPER):
         from peft import get_peft_model
         self.s, self.seed, self.tok, self.reward_fn, self.fmt = settings, seed, tok, reward_fn, fmt
+        end_turns_at(model, tok, fmt)
         with torch.random.fork_rng():
             torch.manual_seed(derive_seed(seed, "init"))
             self.model = get_peft_model(model, lora_config(settings)).eval()
@@ -359,13 +385,6 @@ def ppo_step(ppo: PPO, k: int, prompts: Sequence[Prompt]) -> tuple[dict, list[di
     stats = ppo_update(ppo, k, ro, b)
     return ppo_record(ppo, k, prompts, ro, raw, scores, b, stats, time.time() - t0)
 
-# %% ../nbs/08_rl_cai.ipynb #376d6ff0
-class KeywordReward:
-    "A toy reward for checks and demos: the share of a response's characters that are `char`."
-    def __init__(self, char: str = "e"): self.char = char
-    def __call__(self, prompts, completions, **kw) -> list[float]:
-        return [c.count(self.char) / max(len(c), 1) for c in completions]
-
 # %% ../nbs/08_rl_cai.ipynb #d05bd6e8
 def _optimizer_to_safetensors(opt) -> tuple[dict, dict]:
     "An optimiser's state dict as flat tensors (for safetensors) and JSON (its hyper-parameters)."
@@ -396,11 +415,13 @@ def save_checkpoint(ppo: PPO, run_dir, step: int, keep: int = 2) -> Path:
     for old in sorted(p for p in root.glob("step-*") if (p / "state.json").exists())[:-keep]: shutil.rmtree(old)
     return root / f"step-{step:06d}"
 
+# %% ../nbs/08_rl_cai.ipynb #79f97ac2
 def latest_checkpoint(run_dir) -> Path | None:
     "The newest complete checkpoint of a run directory, if any."
     done = sorted(p for p in (Path(run_dir) / "checkpoints").glob("step-*") if (p / "state.json").exists())
     return done[-1] if done else None
 
+# %% ../nbs/08_rl_cai.ipynb #3ab2d0ee
 def load_checkpoint(ppo: PPO, ckpt) -> int:
     "Restore adapter, value head, optimiser and RNG from a checkpoint; return its number of finished steps."
     from peft import set_peft_model_state_dict
@@ -417,6 +438,32 @@ def load_checkpoint(ppo: PPO, ckpt) -> int:
     return state["step"]
 
 # %% ../nbs/08_rl_cai.ipynb #f1d78c02
+def load_metrics(run_dir) -> list[dict]:
+    "The metrics rows of a run directory (PPO or RLOO), in step order; a repeated step is an error."
+    return sorted(read_records(Path(run_dir) / "metrics.jsonl", "step"), key=lambda r: r["step"])
+
+# %% ../nbs/08_rl_cai.ipynb #2c39da80
+def _base_spec(spec: str) -> str:
+    "A model spec that still loads from another working directory."
+    p = Path(str(spec)).expanduser()
+    return str(p.resolve()) if p.exists() else str(spec)
+
+def save_policy(model, tok, out_dir, policy_spec: str, value_head: nn.Module | None = None, **meta) -> Path:
+    "Write the trained adapter as a model directory that `load_model` merges onto `policy_spec`."
+    with atomic_dir(out_dir) as d:
+        model.save_pretrained(d, safe_serialization=True)
+        _policy_files(d, tok, policy_spec, value_head, **meta)
+    return Path(out_dir)
+
+def _policy_files(d: Path, tok, policy_spec: str, value_head: nn.Module | None = None, **meta):
+    "What a policy directory holds besides the adapter: the tokenizer, the value head (PPO) and `cai_repro.json`."
+    from safetensors.torch import save_file
+    tok.save_pretrained(d)
+    if value_head is not None:
+        save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(d / "value_head.safetensors"))
+    (d / "cai_repro.json").write_text(json.dumps({"base_model": _base_spec(policy_spec), "kind": "rl-cai", **meta}))
+
+# %% ../nbs/08_rl_cai.ipynb #762dd075
 def _keep_steps_before(path: Path, step: int):
     "Drop the rows of steps ≥ `step` (and a torn last line) from a JSONL file of a run that is resuming."
     if not path.exists(): return
@@ -426,30 +473,17 @@ def _keep_steps_before(path: Path, step: int):
         atomic_write_text(path, "".join(l + "\n" for l in keep))
 
 def _claim_run(out: Path, s: RLSettings, seed: int, policy_spec: str, reward_name: str, pool):
-    "Lock the run directory, and refuse one that holds a run with other settings (a changed `steps` or `save_every` is fine)."
-    settings = {k: v for k, v in settings_record(s, seed=seed).items() if k not in ("steps", "save_every")}
-    return claim_run_dir(out, {"policy": str(policy_spec), "reward": reward_name, **settings, "prompts": [p.id for p in pool]})
+    """Lock the run directory (the main process of a launcher), and refuse one that holds a run with other settings
+    (a changed `steps`, `save_every` or vLLM server address is fine)."""
+    resumable = ("steps", "save_every", "vllm_server_base_url", "vllm_server_host", "vllm_server_port",
+                 "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size")
+    settings = {k: v for k, v in settings_record(s, seed=seed).items() if k not in resumable}
+    return claim_on_main(out, {"policy": str(policy_spec), "reward": reward_name, **settings, "prompts": [p.id for p in pool]})
 
 def _open_logs(out: Path, start: int) -> tuple[RecordStore, RecordStore]:
     "metrics.jsonl and samples.jsonl, without the rows of steps after the checkpoint the run resumes from."
     for name in ("metrics.jsonl", "samples.jsonl"): _keep_steps_before(out / name, start)
     return RecordStore(out / "metrics.jsonl", key="step"), RecordStore(out / "samples.jsonl", key="id")
-
-def _base_spec(spec: str) -> str:
-    "A model spec that still loads from another working directory."
-    p = Path(str(spec)).expanduser()
-    return str(p.resolve()) if p.exists() else str(spec)
-
-def save_policy(model, tok, out_dir, policy_spec: str, value_head: nn.Module | None = None, **meta) -> Path:
-    "Write the trained adapter as a model directory that `load_model` merges onto `policy_spec`."
-    from safetensors.torch import save_file
-    with atomic_dir(out_dir) as d:
-        model.save_pretrained(d, safe_serialization=True)
-        tok.save_pretrained(d)
-        if value_head is not None:
-            save_file({k: v.contiguous() for k, v in value_head.state_dict().items()}, str(d / "value_head.safetensors"))
-        (d / "cai_repro.json").write_text(json.dumps({"base_model": _base_spec(policy_spec), "kind": "rl-cai", **meta}))
-    return Path(out_dir)
 
 def train_ppo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
               seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
@@ -474,9 +508,22 @@ def train_ppo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, 
         save_policy(ppo.model, tok, out / "policy", policy_spec, ppo.value_head, algo="ppo", steps=s.steps)
         return out
 
-def load_metrics(run_dir) -> list[dict]:
-    "The metrics rows of a run directory (PPO or RLOO), in step order; a repeated step is an error."
-    return sorted(read_records(Path(run_dir) / "metrics.jsonl", "step"), key=lambda r: r["step"])
+# %% ../nbs/08_rl_cai.ipynb #b70356e6
+def rloo_config(s: RLSettings, output_dir, seed: int = 0, progress: bool = True, **trl_args):
+    """TRL's `RLOOConfig` for the settings `s`: our optimiser, sampling and checkpoints, and TRL's vLLM generation
+    (`use_vllm`, `vllm_mode` colocate or server, the server's address: the fields `RLSettings.VLLM`, named as TRL names
+    them). `trl_args` (any `RLOOConfig` field, e.g. `deepspeed=`) override."""
+    from trl import RLOOConfig
+    args = dict(output_dir=str(output_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
+                num_generations=s.rloo_k, max_completion_length=s.max_new_tokens, temperature=s.temperature,
+                top_p=1.0, top_k=0, beta=s.kl_coef, epsilon=s.clip_range, learning_rate=s.lr,
+                lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=s.max_grad_norm,
+                logging_steps=1, save_strategy="steps", save_steps=s.save_every, save_total_limit=2,
+                bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
+                gradient_checkpointing=False, remove_unused_columns=False, report_to="none", seed=seed,
+                data_seed=seed, disable_tqdm=not progress, dataloader_pin_memory=False,
+                **{k: getattr(s, k) for k in RLSettings.VLLM})
+    return RLOOConfig(**{**args, **trl_args})
 
 # %% ../nbs/08_rl_cai.ipynb #0dc6d609
 class _PMReward:
@@ -539,35 +586,31 @@ def _rloo_callback(metrics: RecordStore, samples: RecordStore, reward: _PMReward
 def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
                seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
                fmt: DialogueFormat = PAPER, **trl_args) -> Path:
-    "RLOO with TRL's `RLOOTrainer` against `reward_fn`; same run-directory layout and metrics as `train_ppo`."
+    """RLOO with TRL's `RLOOTrainer` against `reward_fn`; same run-directory layout and metrics as `train_ppo`. Under
+    `accelerate launch` every rank trains (DDP, FSDP or DeepSpeed); the main process claims, logs and saves."""
     from datasets import Dataset
-    from trl import RLOOConfig, RLOOTrainer
+    from trl import RLOOTrainer
     s, out = settings, Path(out_dir)
     with _claim_run(out, s, seed, policy_spec, reward_name, pool):
         trl_dir = out / "trl"
         ckpts = sorted(trl_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         start = int(ckpts[-1].name.split("-")[1]) if ckpts else 0
-        metrics, samples = _open_logs(out, start)
+        metrics, samples = _open_logs(out, start) if is_main() else (None, None)
+        end_turns_at(model, tok, fmt)
         ds = Dataset.from_list([{"prompt": fmt.human_turn(p.text), "request": p.text, "category": p.category,
                                  "harmful": p.harmful, "prompt_id": p.id} for p in pool])
-        args = RLOOConfig(output_dir=str(trl_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
-                          num_generations=s.rloo_k, max_completion_length=s.max_new_tokens, temperature=s.temperature,
-                          top_p=1.0, top_k=0, beta=s.kl_coef, epsilon=s.clip_range, learning_rate=s.lr,
-                          lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=s.max_grad_norm,
-                          logging_steps=1, save_strategy="steps", save_steps=s.save_every, save_total_limit=2,
-                          bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), use_vllm=False,
-                          gradient_checkpointing=False, remove_unused_columns=False, report_to="none", seed=seed,
-                          data_seed=seed, disable_tqdm=not progress, dataloader_pin_memory=False, **trl_args)
+        args = rloo_config(s, trl_dir, seed, progress, **trl_args)
         reward = _PMReward(reward_fn, s, eos_ids(model, tok))
+        metric_log = [_rloo_callback(metrics, samples, reward, s)] if is_main() else []  # the main process logs
         with torch.random.fork_rng():
             torch.manual_seed(derive_seed(seed, "init"))
             trainer = RLOOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
-                                  peft_config=lora_config(s), callbacks=[_rloo_callback(metrics, samples, reward, s), finite_guard()])
+                                  peft_config=lora_config(s), callbacks=[*metric_log, finite_guard()])
         if not progress:
             from transformers.trainer_callback import PrinterCallback
             trainer.remove_callback(PrinterCallback)
         trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
-        save_policy(trainer.model, tok, out / "policy", policy_spec, algo="rloo", steps=s.steps)
+        save_trained(trainer, out / "policy", lambda d: _policy_files(d, tok, policy_spec, algo="rloo", steps=s.steps))
         return out
 
 # %% ../nbs/08_rl_cai.ipynb #90e9301f

@@ -13,13 +13,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
-from .dialogue import PAPER, DialogueFormat
-from .models import final_logits, left_pad
+from .dialogue import PAPER, DialogueFormat, Turn
+from .models import Engine, final_logits, left_pad
 
 # %% auto #0
 __all__ = ['Scorer', 'token_logprobs', 'length_batches', 'continuation_logprobs', 'naive_continuation_logprob',
            'normalise_logprobs', 'multiple_choice_probs', 'multiple_choice', 'contrast_logprobs', 'contrast_scores',
-           'contrast_soft_label', 'contrast_scorer']
+           'contrast_soft_label', 'contrast_scorer', 'paired_scorer', 'noise_floor']
 
 # %% ../nbs/00b_scoring.ipynb #c9d0e41a
 def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -29,30 +29,41 @@ def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, chunk: in
     return torch.cat(out) if out else hidden.new_zeros(0)
 
 # %% ../nbs/00b_scoring.ipynb #f137e837
-def length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int, max_padding: float = 0.2) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int, max_padding: float = 0.2,
+                   groups: Sequence | None = None) -> list[list[int]]:
     """Group indices sorted by length so that rows × longest ≤ `max_tokens` and pad tokens are at most `max_padding` of
-    each batch: few, full forward calls (short calls run the CPU below its best), with little padding."""
-    order, batches, cur, total = sorted(range(len(lengths)), key=lambda i: lengths[i]), [], [], 0
-    for i in order:
-        rows, longest = len(cur) + 1, max(lengths[i], 1)
-        if cur and (rows > max_rows or rows * longest > max_tokens or 1 - (total + lengths[i]) / (rows * longest) > max_padding):
+    each batch: few, full forward calls (short calls run the CPU below its best), with little padding. With `groups`
+    (one key per index), the indices of a group always share a batch, whatever the limits: a group too big for them
+    is a batch of its own, and `max_rows=1` makes every group a batch of its own."""
+    units: dict = {}
+    for i, g in enumerate(range(len(lengths)) if groups is None else groups): units.setdefault(g, []).append(i)
+    members = list(units.values())
+    top = [max(lengths[i] for i in m) for m in members]
+    batches, cur, total = [], [], 0
+    for u in sorted(range(len(members)), key=lambda u: top[u]):
+        m, size = members[u], sum(lengths[i] for i in members[u])
+        rows, longest = len(cur) + len(m), max(top[u], 1)
+        if cur and (rows > max_rows or rows * longest > max_tokens or 1 - (total + size) / (rows * longest) > max_padding):
             batches.append(cur); cur, total = [], 0
-        cur.append(i); total += lengths[i]
+        cur.extend(m); total += size
     return batches + [cur] if cur else batches
 
 # %% ../nbs/00b_scoring.ipynb #993f640c
 @torch.no_grad()
 def continuation_logprobs(model, tok, prompts: Sequence[str], continuations: Sequence[Sequence[str]], *,
-                          max_batch_tokens: int = 4096, max_rows: int = 16, progress: bool = False) -> list[list[float]]:
-    "Summed log p(continuation | prompt) for each continuation of each prompt: one prompt encoding, head only where needed."
+                          max_batch_tokens: int = 4096, max_rows: int = 16, progress: bool = False,
+                          groups: Sequence | None = None) -> list[list[float]]:
+    """Summed log p(continuation | prompt) for each continuation of each prompt: one prompt encoding, head only where
+    needed. Prompts with the same key in `groups` are scored in the same batch (see `length_batches`)."""
     assert len(prompts) == len(continuations), "one list of continuations per prompt"
+    if isinstance(model, Engine): return model.continuation_logprobs(prompts, continuations, progress=progress)
     device = model.device
     p_ids = [tok(p).input_ids for p in prompts]
     c_ids = [[tok(c, add_special_tokens=False).input_ids for c in cs] for cs in continuations]
     lengths = [len(p) + max((len(c) for c in cs), default=0) for p, cs in zip(p_ids, c_ids)]
     result: list[list[float]] = [[0.0] * len(cs) for cs in c_ids]
     decoder = model.get_decoder()
-    for batch in tqdm(length_batches(lengths, max_batch_tokens, max_rows), disable=not progress, desc="scoring"):
+    for batch in tqdm(length_batches(lengths, max_batch_tokens, max_rows, groups=groups), disable=not progress, desc="scoring"):
         ids, mask = left_pad([p_ids[i] for i in batch], tok.pad_token_id, device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
@@ -103,7 +114,8 @@ def normalise_logprobs(logprobs: Sequence[float]) -> np.ndarray:
 # %% ../nbs/00b_scoring.ipynb #f5be39e7
 def multiple_choice_probs(model, tok, prompts: Sequence[str], options: Sequence[Sequence[str]], **kw) -> list[np.ndarray]:
     """For each prompt, the probabilities of its options normalised over those options. An option is scored by the
-    summed log-prob of its tokens after the prompt. `kw` go to `continuation_logprobs` (batch sizes, `progress`)."""
+    summed log-prob of its tokens after the prompt. `kw` go to `continuation_logprobs` (batch sizes, `progress`). An `Engine` answers from the top log-probs of the first token where the options differ."""
+    if isinstance(model, Engine): return model.multiple_choice_probs(prompts, options, progress=kw.get("progress", False))
     lp = continuation_logprobs(model, tok, list(prompts), [list(o) for o in options], **kw)
     return [normalise_logprobs(x) for x in lp]
 
@@ -113,24 +125,27 @@ def multiple_choice(model, tok, prompt: str, options: Sequence[str], **kw) -> np
     return multiple_choice_probs(model, tok, [prompt], [options], **kw)[0]
 
 # %% ../nbs/00b_scoring.ipynb #c56898d1
-def contrast_logprobs(model, tok, conversations: Sequence[str], responses: Sequence[Sequence[str]],
+def contrast_logprobs(model, tok, conversations: Sequence[Sequence[Turn]], responses: Sequence[Sequence[str]],
                       preambles: Sequence[Sequence[str]], fmt: DialogueFormat = PAPER, **kw) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each conversation (rendered, ending in an open assistant turn): `base[r]` = log p(response r | conversation)
-    and `with_pre[k, r]` = log p(response r | preamble k + conversation), each conversation with its own preambles."""
-    prompts, conts, shape = [], [], []
-    for conv, rs, pres in zip(conversations, responses, preambles):
+    """For each conversation (its turns, up to the assistant's answer): `base[r]` = log p(response r | conversation)
+    and `with_pre[k, r]` = log p(response r | preamble k + conversation), each conversation with its own preambles.
+    A preamble is a `System` turn: the text before the dialogue in the paper's format, a system message in a chat template.
+    A conversation's prompts (with and without each preamble) are scored in one batch, so that the two halves of a
+    contrast see the same padding and their rounding errors cancel; `max_rows=1` scores each conversation on its own."""
+    prompts, conts, shape, groups = [], [], [], []
+    for c, (turns, rs, pres) in enumerate(zip(conversations, responses, preambles)):
         rs = [fmt.response(r) for r in rs]
-        prompts.append(conv); conts.append(rs)
-        for pre in pres: prompts.append(pre.strip() + conv); conts.append(rs)
-        shape.append(len(pres) + 1)
-    lp = continuation_logprobs(model, tok, prompts, conts, **kw)
+        prompts.append(fmt.render(turns, open="Assistant")); conts.append(rs)
+        for pre in pres: prompts.append(fmt.render([Turn("System", pre), *turns], open="Assistant")); conts.append(rs)
+        shape.append(len(pres) + 1); groups += [c] * (len(pres) + 1)
+    lp = continuation_logprobs(model, tok, prompts, conts, groups=groups, **kw)
     out, at = [], 0
     for k in shape:
         out.append((np.array(lp[at]), np.array(lp[at + 1:at + k]).reshape(k - 1, -1))); at += k
     return out
 
 # %% ../nbs/00b_scoring.ipynb #425616ce
-def contrast_scores(model, tok, conversations: Sequence[str], responses: Sequence[Sequence[str]],
+def contrast_scores(model, tok, conversations: Sequence[Sequence[Turn]], responses: Sequence[Sequence[str]],
                     preambles: Sequence[str], fmt: DialogueFormat = PAPER, **kw) -> list[np.ndarray]:
     """For each conversation and each of its responses, the mean over `preambles` of
     log p(response | preamble + conversation) − log p(response | conversation)."""
@@ -148,6 +163,35 @@ Scorer = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # (requests, resp
 def contrast_scorer(model, tok, descriptions: Sequence[str], fmt: DialogueFormat = PAPER, **kw) -> Scorer:
     "Score = mean over `descriptions` of log p(response | description + conversation) − log p(response | conversation)."
     def score(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        out = contrast_scores(model, tok, [fmt.human_turn(p) for p in prompts], [[r] for r in responses], descriptions, fmt=fmt, **kw)
+        out = contrast_scores(model, tok, [[Turn("Human", p)] for p in prompts], [[r] for r in responses], descriptions, fmt=fmt, **kw)
         return np.array([o[0] for o in out])
     return score
+
+# %% ../nbs/00b_scoring.ipynb #c9483b8c
+def paired_scorer(model, tok, positive: Sequence[str], negative: Sequence[str], fmt: DialogueFormat = PAPER, **kw) -> Scorer:
+    "Score = mean over matched pairs of log p(response | positive_k + conversation) − log p(response | negative_k + conversation)."
+    assert len(positive) == len(negative) and len(positive) > 0, "one negative preamble per positive one"
+    k = len(positive)
+    def score(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        lp = contrast_logprobs(model, tok, [[Turn("Human", p)] for p in prompts], [[r] for r in responses],
+                               [[*positive, *negative]] * len(prompts), fmt=fmt, **kw)
+        return np.array([(w[:k, 0] - w[k:, 0]).mean() for _, w in lp])
+    return score
+
+# %% ../nbs/00b_scoring.ipynb #eab2835a
+def noise_floor(score_fn: Scorer, prompts: Sequence[str], responses: Sequence[str], repeats: int = 5,
+                seed: int = 0) -> dict:
+    """Score the same (prompt, response) pairs `repeats` times with `score_fn`: first all in one call in the given order,
+    then each time shuffled and split into calls of a random size. Returns `scores` (repeats × n), each text's SD across
+    repeats (`sd_per_text`, ddof=1), and its mean and max (`sd_mean`, `sd_max`): the scoring noise floor."""
+    assert len(prompts) == len(responses) and len(prompts) > 0 and repeats >= 2
+    n, rng = len(prompts), np.random.default_rng(seed)
+    scores = np.zeros((repeats, n))
+    for r in range(repeats):
+        order = np.arange(n) if r == 0 else rng.permutation(n)
+        size = n if r == 0 else int(rng.integers(1, n + 1))
+        for at in range(0, n, size):
+            idx = order[at:at + size]
+            scores[r, idx] = np.asarray(score_fn([prompts[i] for i in idx], [responses[i] for i in idx]), dtype=float)
+    sd = scores.std(0, ddof=1)
+    return dict(scores=scores, sd_per_text=sd, sd_mean=float(sd.mean()), sd_max=float(sd.max()))

@@ -13,9 +13,10 @@ from typing import Sequence
 
 import torch
 
-from .artifacts import RecordStore, atomic_dir, atomic_write_json, derive_seed, exclusive, finite_guard
+from .artifacts import RecordStore, atomic_write_json, derive_seed, exclusive, finite_guard
 from .config import SFTSettings
 from .dialogue import PAPER, DialogueFormat
+from .distributed import lock_on_main, save_trained, world
 from .models import generate, load_model
 from .prompts import Prompt
 
@@ -39,7 +40,7 @@ def _sample_helpful(model, tok, prompts, out_file, prefix, max_new_tokens, tempe
     for batch in tqdm(batches, disable=not progress, desc="helpfulness samples"):
         outs = generate(model, tok, [fmt.human_turn(p.text) for p in batch], prefix=prefix, max_new_tokens=max_new_tokens,
                         temperature=temperature, row_seeds=[derive_seed(seed, "helpful", p.id) for p in batch],
-                        stop=fmt.stop_strings, batch_size=len(batch))
+                        stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids, batch_size=len(batch))
         for p, o in zip(batch, outs):
             store.append({"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful, "response": o.strip()})
     by_id = {r["id"]: r for r in store.records}
@@ -73,7 +74,8 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: SFTSettin
     work = Path(work_dir or Path(out_dir).with_name(Path(out_dir).name + ".checkpoints"))
     # bf16 speeds up sampling on a CPU with AMX, but LoRA training in bf16 ran 4x slower there (107 s vs 25 s for
     # 16 examples): on a CPU we always train in float32.
-    model, tok = load_model(model_spec, dtype=dtype if torch.cuda.is_available() else "float32", seed=seed)
+    model, tok = load_model(model_spec, dtype=dtype if torch.cuda.is_available() else "float32", seed=seed,
+                            device="auto" if world()[1] == 1 else "cpu")  # under a launcher the trainer places it
     if not examples: raise ValueError("no training examples (every revision and helpfulness sample was empty?)")
     ds = Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples]).shuffle(seed=seed)
     args = SFTConfig(output_dir=str(work), num_train_epochs=sft.epochs, learning_rate=sft.lr,
@@ -87,15 +89,16 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: SFTSettin
                                                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
                          callbacks=[finite_guard()])
-    with exclusive(out_dir):
+    with lock_on_main(out_dir):  # under a launcher, the main process holds the lock
         resume = any(work.glob("checkpoint-*"))
         trainer.train(resume_from_checkpoint=resume or None)
         return _save_sft(trainer, tok, out_dir, model_spec, sft)
 
 def _save_sft(trainer, tok, out_dir, model_spec: str, sft: SFTSettings) -> Path:
-    with atomic_dir(out_dir) as d:
-        trainer.model.save_pretrained(d, safe_serialization=True)
+    "Every rank calls it; the main process writes the model directory once (`distributed.save_trained`)."
+    meta = {"base_model": model_spec, "kind": "sl-cai", "full": bool(sft.full), "world_size": trainer.args.world_size}
+    def extra(d: Path):
         tok.save_pretrained(d)
-        (d / "cai_repro.json").write_text(json.dumps({"base_model": model_spec, "kind": "sl-cai", "full": bool(sft.full)}))
+        (d / "cai_repro.json").write_text(json.dumps(meta))
         atomic_write_json(d / "train_log.json", trainer.state.log_history)
-    return Path(out_dir)
+    return save_trained(trainer, out_dir, extra)

@@ -13,8 +13,9 @@ import numpy as np
 from .artifacts import derive_seed
 
 # %% auto #0
-__all__ = ['ELO_PER_NAT', 'bootstrap_ci', 'wilson', 'calibration_bins', 'expected_calibration_error', 'oriented', 'sigmoid',
-           'fit_tau', 'soft_label_nll', 'fit_bradley_terry', 'pairwise_from_scores', 'elo_scores']
+__all__ = ['ELO_PER_NAT', 'bootstrap_ci', 'wilson', 't_quantile', 't_interval', 'calibration_bins', 'expected_calibration_error',
+           'oriented', 'sigmoid', 'fit_tau', 'soft_label_nll', 'fit_bradley_terry', 'pairwise_from_scores',
+           'elo_scores']
 
 # %% ../nbs/stats.ipynb #08135209
 def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups=None) -> tuple:
@@ -40,6 +41,40 @@ def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
     ph = successes / n
     centre, half = (ph + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(ph * (1 - ph) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+# %% ../nbs/stats.ipynb #f239e8b5
+def _t_two_sided(t: float, df: int) -> float:
+    "P(|T| ≤ t) for Student's t with `df` (integer ≥ 1) degrees of freedom (Abramowitz & Stegun 26.7.3–4)."
+    th = math.atan(abs(t) / math.sqrt(df)); c, s = math.cos(th), math.sin(th)
+    if df % 2:  # odd: 2/π (θ + sin θ (cos θ + 2/3 cos³θ + ...)), the series up to cos^(df-2)
+        term, acc = c, (c if df > 1 else 0.0)
+        for k in range(3, df - 1, 2): term *= c * c * (k - 1) / k; acc += term
+        return 2 / math.pi * (th + s * acc)
+    term, acc = 1.0, 1.0  # even: sin θ (1 + 1/2 cos²θ + (1·3)/(2·4) cos⁴θ + ...), up to cos^(df-2)
+    for k in range(2, df - 1, 2): term *= c * c * (k - 1) / k; acc += term
+    return s * acc
+
+def t_quantile(q: float, df: int) -> float:
+    "The `q`-quantile of Student's t with `df` (integer ≥ 1) degrees of freedom."
+    if not 0 < q < 1 or df < 1: raise ValueError(f"need 0 < q < 1 and df ≥ 1, got q={q}, df={df}")
+    if q == 0.5: return 0.0
+    target, lo, hi = abs(2 * q - 1), 0.0, 1.0
+    while _t_two_sided(hi, int(df)) < target: hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if _t_two_sided(mid, int(df)) < target: lo = mid
+        else: hi = mid
+    return math.copysign((lo + hi) / 2, q - 0.5)
+
+# %% ../nbs/stats.ipynb #2ae1bdc1
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    "Mean of `values` and its Student t interval, mean ± t(n−1) · SD/√n (NaN bounds for fewer than two values)."
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if not len(v): return (float("nan"),) * 3
+    m = float(v.mean())
+    if len(v) < 2: return (m, float("nan"), float("nan"))
+    half = t_quantile((1 + level) / 2, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return (m, m - half, m + half)
 
 # %% ../nbs/stats.ipynb #2de5dff5
 def calibration_bins(pred: Sequence[float], target: Sequence[float], bins: int = 10) -> list[dict]:
@@ -120,10 +155,11 @@ ELO_PER_NAT = 400 / np.log(10)
 # %% ../nbs/stats.ipynb #cd7d7c51
 def pairwise_from_scores(scores: np.ndarray, tau: float = 1.0) -> list[list[tuple[int, int, float]]]:
     """Soft comparisons from per-response judge scores of shape (n_prompts, n_checkpoints):
-    P(i beats j on prompt k) = σ((score_ki − score_kj) / τ), as the contrast labeller defines it."""
+    P(i beats j on prompt k) = σ((score_ki − score_kj) / τ), as the contrast labeller defines it; `tau=0`: a vote
+    (1 for the higher score, 0.5 for a tie)."""
     n_p, n_m = scores.shape
-    return [[(i, j, float(1 / (1 + np.exp(-(scores[k, i] - scores[k, j]) / tau)))) for i in range(n_m) for j in range(i + 1, n_m)]
-            for k in range(n_p)]
+    p = (lambda d: float((d > 0) + 0.5 * (d == 0))) if tau == 0 else (lambda d: float(sigmoid(d / tau)))
+    return [[(i, j, p(scores[k, i] - scores[k, j])) for i in range(n_m) for j in range(i + 1, n_m)] for k in range(n_p)]
 
 # %% ../nbs/stats.ipynb #2a869b80
 def elo_scores(names: Sequence[str], per_prompt: Sequence[Sequence[tuple[int, int, float]]], n_boot: int = 500,

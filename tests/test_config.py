@@ -147,7 +147,7 @@ def test_load_params_overrides_sections_and_keys():
         load_params("smoke", cr={"revsions": 3})
     with pytest.raises(KeyError, match="did you mean 'cr'"):
         load_params("smoke", crr={"revisions": 3})
-    assert set(SECTIONS) == {"run", "prompts", "cr", "sft", "analysis", "evals", "feedback", "pm", "rl", "evaluation"}
+    assert set(SECTIONS) == {"run", "engine", "prompts", "cr", "sft", "analysis", "evals", "feedback", "pm", "rl", "evaluation"}
 
 
 def test_settings_record_leaves_out_the_selection():
@@ -192,3 +192,12 @@ def test_cli_plan_exit_codes(tmp_path):
     for stage in ("critique_revision", "sl_cai", "labels", "preference_model", "rl_cai", "evaluation"):
         assert stage in out, stage
     assert not cache.exists()  # planning builds nothing
+
+
+def test_the_gpu_profile_plans_offline():
+    "The gpu profile names an instruct model on the Hub, a vLLM server and the full eval files: its plan needs none of them."
+    code, out, err = cli("reproduce", "--profile", "gpu", "--plan", env={"HF_HUB_OFFLINE": "1"})
+    assert code == 0, err
+    assert "format: chat    engine: openai: http://127.0.0.1:8000/v1" in out
+    assert "critique_revision (main)" in out and "total" in out
+    assert "run `cai-repro eval download`" in out  # the full evaluation files, missing here, are named with the fix

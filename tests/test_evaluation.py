@@ -300,3 +300,35 @@ def test_palms_other_files_read(anthropic_dir):
     for name in ("HRLHF", "RLMADISON_COT"):
         rows = read_responses(s / f"PALMS_{name}.jsonl")
         assert len(rows) == 680 and not any(r["prompt"].startswith("Human:") or r["prompt"].endswith("Assistant:") for r in rows)
+
+
+# --- checkpoints and the judge's temperature for Elo (issue 14) -------------------------------------------------
+
+@pytest.mark.parametrize("prompting", ["few-shot", "none"])
+def test_every_checkpoint_is_prompted_the_same_way(tmp_path, prompting):
+    from cai_repro.config import load_params
+    from cai_repro.pipeline import Pipeline
+    rl = tmp_path / "rl"
+    for step in (10, 20): (rl / "snapshots" / f"step-{step}").mkdir(parents=True)
+    p = Pipeline(load_params("smoke", evaluation={"prompting": prompting}), root=tmp_path / "stages", progress=False)
+    p.sl_cai_policy, p.rl = (lambda: "sl-cai-dir"), (lambda: rl)
+    cps = p.checkpoints()
+    assert [c[0] for c in cps] == ["base", "SL-CAI", "RL step 10", "RL step 20"]
+    assert len({c[2] for c in cps}) == 1 and (cps[0][2] != "") == (prompting == "few-shot")
+
+
+def test_judge_dev_fit_is_the_contrast_score_difference(tiny):
+    from cai_repro.dialogue import transcript_turns
+    from cai_repro.evaluation import judge_dev_fit
+    from cai_repro.hhh_evals import EvalItem, comparison_triples
+    from cai_repro.scoring import contrast_scores
+    from cai_repro.stats import fit_tau
+    items = [EvalItem("q", (" (A)",), (" (B)",), f"\n\nHuman: Question {i}?\n\nAssistant: A careful, kind answer {i}.",
+                      f"\n\nHuman: Question {i}?\n\nAssistant: Go away {i}.") for i in range(6)]
+    pre = ["The assistant below is kind and careful.", "The assistant below is honest."]
+    fit = judge_dev_fit(*tiny, items, pre)
+    tr = comparison_triples(items)
+    d = [float(x[0] - x[1]) for x in contrast_scores(*tiny, [transcript_turns(c) for c, _, _ in tr], [[g, b] for _, g, b in tr], pre)]
+    assert fit["tau"] == pytest.approx(fit_tau(d, [1.0] * 6)) and fit["n"] == 6
+    assert fit["accuracy"] == pytest.approx(sum((x > 0) + 0.5 * (x == 0) for x in d) / 6)
+    assert fit["nll"] <= math.log(2) + (1e-2 if fit["at_bound"] else 1e-9)

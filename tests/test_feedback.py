@@ -315,3 +315,31 @@ def test_compare_pm_is_sigmoid_of_reward_difference(tmp_path, capsys):
     assert json.loads((tmp_path / "pm.json").read_text())["items"] == res["items"]
     assert run("eval", "compare", "--data", data, "--method", "pm", "--out", tmp_path / "x.json") == 2
     assert "--pm DIR" in capsys.readouterr().err
+
+
+# --- Fig. 9: calibration of the labels on HHH comparisons (issue 14) ---------------------------------------------
+
+def test_label_calibration_separates_calibrated_from_overconfident_labellers():
+    rng = np.random.default_rng(1)
+    q = rng.uniform(0, 1, 3000)
+    right = rng.random(3000) < q
+    calibrated = he.label_calibration(np.where(right, q, 1 - q))
+    overconfident = he.label_calibration(np.where(rng.random(3000) < 0.7, 0.97, 0.03))
+    assert calibrated["ece"] < 0.04 and overconfident["ece"] == pytest.approx(0.27, abs=0.04)
+    assert overconfident["accuracy"] == pytest.approx(0.7, abs=0.03)
+    # both halves of the square, symmetric by construction: each comparison is read from both sides
+    bins = {round(b["pred"], 6): b["observed"] for b in he.label_calibration([0.8, 0.3, 0.6, 0.9])["bins"]}
+    assert all(bins[round(1 - x, 6)] == pytest.approx(1 - o) for x, o in bins.items())
+
+
+def test_label_calibration_of_a_position_biased_labeller(monkeypatch, tiny):
+    "An always-'(A)' labeller: plain labels are confident and half wrong; debiased, they are all 0.5 (calibrated, useless)."
+    items = [EvalItem(**{**HHH[i % 2], "prompt": f"Which is better? Options:\n (A) [[[x{i}]]]\n (B) [[[y{i}]]]\n\nThe answer is:",
+                         "corrects": [" (A)" if i % 2 == 0 else " (B)"], "incorrects": [" (B)" if i % 2 == 0 else " (A)"]})
+             for i in range(8)]
+    monkeypatch.setattr(he, "multiple_choice_probs", always_a)
+    res = he.score_eval(*tiny, items, EvalSettings(debias=True), seed=0)
+    plain = he.label_calibration([r["probs"][0] for r in res["items"]])
+    deb = he.label_calibration([debiased_p_correct(r["probs"], r["probs_swapped"]) for r in res["items"]])
+    assert plain["mean_confidence"] == pytest.approx(0.9) and plain["accuracy"] == 0.5 and plain["ece"] > 0.3
+    assert deb["accuracy"] == 0.5 and deb["ece"] == pytest.approx(0.0, abs=1e-9)

@@ -23,7 +23,7 @@ def test_wheel_carries_the_bundled_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     for want in ("cai_repro/_data/constitutions/default.yaml", "cai_repro/_data/profiles/smoke.yaml",
                  "cai_repro/_data/data/prompts/red_team.jsonl", "cai_repro/_data/data/refusals/heldout.jsonl",
-                 "cai_repro/_data/nbs/03_critique_revision.ipynb"):
+                 "cai_repro/_data/nbs/03_critique_revision.ipynb", "cai_repro/__main__.py"):
         assert want in names, want
 
 
@@ -47,3 +47,7 @@ print(json.dumps({"file": cai_repro.__file__, "checkout": str(checkout_dir()), "
     got = json.loads(p.stdout.strip().splitlines()[-1])
     assert got["file"].startswith(str(site)) and got["checkout"] == "None"  # the installed copy, not this checkout
     assert got["constitution"]["critique_revision"] == 16 and got["red_team"] == 156 and got["smoke_model"] == "tiny-random"
+    # `python -m cai_repro` (how torchrun and accelerate launch start the command) is the installed `cai-repro`
+    p = subprocess.run([sys.executable, "-m", "cai_repro", "constitution", "check", "default", "--json"], cwd=cwd, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and json.loads(p.stdout)["critique_revision"] == 16, p.stderr

@@ -51,6 +51,7 @@ def _config(tmp_path, **kw):
 def test_p1_soft_loss_equals_stock_trl_hard_loss(tmp_path):
     from trl import RewardTrainer
     model, tok = load_pm_base("tiny-random", seed=1)
+    with torch.no_grad(): model.score.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))  # the head starts at 0: Δ = 0
     ds, _ = pm_dataset(_toy_comparisons(4), tok, 128)
     soft = SoftRewardTrainer(model=model, args=_config(tmp_path), train_dataset=ds, processing_class=tok)
     stock = RewardTrainer(model=model, args=_config(tmp_path), train_dataset=ds.remove_columns("p"), processing_class=tok)
@@ -95,7 +96,8 @@ def test_training_reduces_loss_and_separates_a_toy_set(tmp_path):
 def trained_pm(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pm")
     comps = label_comparisons(synthetic_labels(8, seed=3))
-    model, tok, _ = train_pm("tiny-random", comps, tmp / "ckpt", PMSettings(max_steps=2, batch_size=4, lr=1e-2, max_length=128),
+    # 4 steps: the head starts at 0, so the LoRA body gets its first gradient only once the head has moved
+    model, tok, _ = train_pm("tiny-random", comps, tmp / "ckpt", PMSettings(max_steps=4, batch_size=4, lr=1e-2, max_length=128),
                              seed=0, progress=False)
     d = save_pm(model, tok, tmp / "pm", {"base_model": "tiny-random", "max_length": 128})
     return model, tok, d, comps
@@ -281,3 +283,87 @@ def test_hhh_dev_slice_loads(anthropic_dir):
     from cai_repro.reward import read_comparison_pairs
     pairs = read_comparison_pairs(anthropic_dir / "evals" / "438HHHEvaluations.dev-slice.jsonl")
     assert len(pairs) == 63 and all(a.startswith("\n\nHuman:") and a != b for a, b in pairs)
+
+
+# ---- issue 14: a PM that is not worse than a constant ----
+
+def test_untrained_pm_is_the_constant_predictor():
+    "A zero-initialised head: every conversation scores 0, so the soft loss is log 2 whatever the targets."
+    model, tok = load_pm_base("tiny-random", seed=7)
+    comps = _toy_comparisons(6, p=0.8)
+    r = RewardScorer((model, tok)).score_conversations([t for c in comps for t in (c["chosen"], c["rejected"])])
+    assert all(x == 0.0 for x in r)
+    assert soft_bt_loss(torch.tensor(r[0::2]) - torch.tensor(r[1::2]), torch.full((6,), 0.8)).item() == pytest.approx(math.log(2))
+
+
+def test_label_entropy_is_the_floor_of_the_soft_loss():
+    from cai_repro.preference_model import label_entropy
+    p = torch.tensor([0.55, 0.7, 0.9, 1.0], dtype=torch.float64)
+    deltas = torch.linspace(-8, 8, 4001, dtype=torch.float64)
+    for pi in p:
+        best = soft_bt_loss(deltas, torch.full_like(deltas, pi), reduction="none").min().item()
+        assert best >= label_entropy([pi.item()]) - 1e-9 and best == pytest.approx(label_entropy([pi.item()]), abs=1e-3)
+    assert label_entropy([0.5, 0.5]) == pytest.approx(math.log(2))
+
+
+def test_pm_trains_in_float32_on_cpu(tmp_path):
+    from cai_repro.preference_model import pm_train_dtype
+    if torch.cuda.is_available(): pytest.skip("on a GPU the run's dtype applies")
+    assert pm_train_dtype("auto") == pm_train_dtype("bfloat16") == "float32"
+    model, _, _ = train_pm("tiny-random", _toy_comparisons(4), tmp_path / "ckpt", PMSettings(max_steps=1, batch_size=4, max_length=64),
+                           dtype="bfloat16", seed=0, progress=False)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_early_stopping_keeps_the_best_step_and_falls_back_to_the_constant(tmp_path):
+    from cai_repro.preference_model import best_evaluation
+    comps = _toy_comparisons(16, p=0.9)
+    fit, stop = comps[:12], comps[12:]
+    s = PMSettings(full=True, lr=3e-3, max_steps=5, batch_size=4, max_length=64, eval_steps=2, patience=3)
+    model, tok, log = train_pm("tiny-random", fit, tmp_path / "a", s, seed=0, progress=False, stopping=stop)
+    evals = [(r["step"], r["eval_loss"]) for r in log if "eval_loss" in r]
+    assert [st for st, _ in evals] == [0, 2, 4, 5] and evals[0][1] == pytest.approx(math.log(2), abs=1e-6)
+    best = best_evaluation(log)
+    r = RewardScorer((model, tok), max_length=64).score_conversations([t for c in stop for t in (c["chosen"], c["rejected"])])
+    kept = soft_bt_loss(torch.tensor(r[0::2]) - torch.tensor(r[1::2]), torch.full((4,), 0.9)).item()
+    assert kept == pytest.approx(best["loss"], abs=1e-4) and kept <= math.log(2)
+    # a learning rate of 0: no step beats the untrained PM, and the untrained PM (all scores 0) is what comes back
+    model0, tok0, log0 = train_pm("tiny-random", fit, tmp_path / "b", PMSettings(**{**s.__dict__, "lr": 0.0}), seed=0, progress=False, stopping=stop)
+    assert best_evaluation(log0)["step"] == 0 and model0.score.weight.abs().sum().item() == 0.0
+
+
+def test_shuffled_targets_keep_pairs_and_targets_but_not_their_link():
+    from cai_repro.preference_model import shuffle_targets
+    comps = [{**c, "p": 0.5 + i / 100} for i, c in enumerate(_toy_comparisons(40))]
+    sh = shuffle_targets(comps, seed=3)
+    assert sorted(c["p"] for c in sh) == sorted(c["p"] for c in comps)
+    assert [{c["chosen"], c["rejected"]} for c in sh] == [{c["chosen"], c["rejected"]} for c in comps]
+    assert 10 < sum(a["chosen"] != b["chosen"] for a, b in zip(sh, comps)) < 30  # about half flipped
+    assert sum(a["p"] == b["p"] for a, b in zip(sh, comps)) < 5  # targets moved to other pairs
+    assert shuffle_targets(comps, seed=3) == sh and shuffle_targets(comps, seed=4) != sh
+
+
+def test_pm_stage_splits_stopping_and_heldout_and_reports_entropy(tmp_path, monkeypatch):
+    monkeypatch.setenv("CAI_REPRO_CACHE", str(tmp_path / "cache"))
+    labels = write_labels(tmp_path / "labels.jsonl", synthetic_labels(12, seed=0))
+    p = Pipeline(load_params("smoke", pm=dict(helpful="none", max_steps=2, batch_size=4, max_length=128, heldout=0.25, stopping=0.25)),
+                 root=tmp_path / "stages", progress=False)
+    p.labels = lambda: labels
+    d = p.preference_model()
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["heldout"]["n"] and m["stopping"]["n"] and m["train"]["n"]
+    assert m["heldout"]["constant_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert 0 < m["heldout"]["entropy"] < math.log(2)  # synthetic labels are 0.55–0.98
+    assert m["best"]["initial_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert m["stopping"]["soft_loss"] <= math.log(2) + 1e-4  # early stopping from a zero head, on its own set
+    ctrl = p.preference_model(shuffle_labels=True)
+    assert ctrl != d and json.loads((ctrl / "metrics.json").read_text())["shuffled_labels"] is True
+    splits = lambda x: {(r["id"], r["split"]) for r in map(json.loads, (x / "comparisons.jsonl").read_text().splitlines())}
+    assert splits(ctrl) == splits(d)  # the control trains on the same pairs, split the same way
+
+
+def test_audit_intervals_are_student_t():
+    from cai_repro.reward import category_audit
+    audit = category_audit(_audit_scores())
+    x = audit[0]  # gaps 1.0 and 0.5: mean 0.75, SE 0.25, 1 degree of freedom
+    assert x["ci95"] == pytest.approx([0.75 - 12.7062 * 0.25, 0.75 + 12.7062 * 0.25], abs=1e-3)
