@@ -76,7 +76,7 @@ record: $(STAMP)
 	$(BIN)/cai-repro record runs/$(PROFILE) --to report
 	$(MAKE) readme
 
-# JupyterLab rooted at the project (so runs/ and figures/ are in its file browser), on the index notebook. The config
+# JupyterLab rooted at the project (so runs/ and report/ are in its file browser), on the index notebook. The config
 # cleans a source notebook on save, so browsing leaves the tree clean. --allow-root only lifts Jupyter's refusal to
 # run as root (containers, cloud machines); for any other user it changes nothing. On a remote machine:
 #   make lab LAB_ARGS=--no-browser   then, on your computer: ssh -N -L 8888:localhost:8888 user@host

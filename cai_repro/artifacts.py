@@ -294,7 +294,7 @@ def finite_guard():
             for k in ("loss", "grad_norm"):
                 v = (logs or {}).get(k)
                 if v is not None and not math.isfinite(v):
-                    raise NonFiniteError(f"step {state.global_step}: the training {k.replace('_', ' ')} is {v}; "
+                    raise NonFiniteError(f"step {state.global_step}: the training {k.replace('_', ' ')} is not finite ({v}); "
                                          f"the last checkpoint in {args.output_dir} is intact, and a rerun resumes from it")
     return FiniteGuard()
 

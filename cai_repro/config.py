@@ -155,6 +155,7 @@ class EvalSettings:
 # %% ../nbs/config.ipynb #e6d4bf3d
 METHODS = ("mc", "contrast", "logprob", "length", "pm")
 
+# %% ../nbs/config.ipynb #e9072bfd
 @dataclass(frozen=True)
 class CompareSettings:
     "One labeller on the HHH comparisons (`cai-repro eval compare`)."
@@ -308,6 +309,7 @@ class Params:
     source: str = ""             # the profile's file
     description: str = ""
 
+# %% ../nbs/config.ipynb #d88bbda3
 SECTIONS = tuple(f.name for f in fields(Params) if f.name not in ("name", "source", "description"))
 
 # %% ../nbs/config.ipynb #4f50eeed
@@ -355,6 +357,7 @@ def closest(word: str, choices) -> str | None:
     m = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.0)
     return m[0] if m else None
 
+# %% ../nbs/config.ipynb #6cce29c0
 def _fail(path, line, problem): raise InputError(path or "settings", line, problem)
 
 def settings_from(cls, mapping: dict, base=None, path=None, section: str | None = None):
@@ -400,6 +403,7 @@ def params_from(doc: dict, path=None, name: str = "profile") -> Params:
         out[key] = settings_from(cls, value, path=path, section=key)
     return replace(Params(), **out, name=name, source=str(path or ""), description=str(doc.get("description", "")).strip())
 
+# %% ../nbs/config.ipynb #abacc5eb
 def load_params(profile="smoke", **sections) -> Params:
     """The parameters of a profile (a bundled name or a path), checked strictly. `sections` override whole sections
     or single keys: `load_params("smoke", cr={"revisions": 2})`."""
@@ -450,6 +454,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls, names=None, ren
                                 choices=f.metadata.get("choices"), help=f"{help} (default: {shown})")
     return parser
 
+# %% ../nbs/config.ipynb #3b01f97b
 def settings_from_args(cls, args: argparse.Namespace, path="command line"):
     "The settings of `cls` from the parsed flags that `add_settings_arguments` added, checked like a profile's."
     given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}

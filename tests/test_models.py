@@ -49,16 +49,13 @@ def test_continuation_logprobs_order_does_not_matter(tiny):
         assert x == pytest.approx(y, abs=1e-5)
 
 
-def test_continuation_logprobs_runs_head_only_where_needed(tiny):
-    "The LM head sees one row per continuation token, never a row per prompt position."
+def test_continuation_logprobs_runs_head_only_where_needed(tiny, monkeypatch):
+    "The LM head (run in float32 by `final_logits`) sees one row per continuation token, never a row per prompt position."
+    import cai_repro.scoring as scoring
     model, tok = tiny
-    head = model.get_output_embeddings()
-    rows = []
-    hook = head.register_forward_hook(lambda m, i, o: rows.append(i[0].reshape(-1, i[0].shape[-1]).shape[0]))
-    try:
-        continuation_logprobs(model, tok, [PROMPTS[1]], [[" (A)", " (B)"]])
-    finally:
-        hook.remove()
+    rows, head = [], scoring.final_logits
+    monkeypatch.setattr(scoring, "final_logits", lambda m, h: rows.append(h.reshape(-1, h.shape[-1]).shape[0]) or head(m, h))
+    continuation_logprobs(model, tok, [PROMPTS[1]], [[" (A)", " (B)"]])
     n_tokens = 2 * len(tok(" (A)", add_special_tokens=False).input_ids)
     assert sum(rows) == n_tokens, rows
 
