@@ -49,7 +49,8 @@ def test_no_placeholder_readings_left():
 
 
 def test_figures_the_readings_show_are_in_the_record():
-    shown = {m for nb in NBS for src in markdown_cells(nb) for m in re.findall(r"\]\(\.\./(report/figures/[^)]+)\)", src)}
+    shown = {m for nb in NBS for src in markdown_cells(nb) if is_reading(src)
+             for m in re.findall(r"\]\(\.\./(report/figures/[^)]+)\)", src)}
     assert shown, "the readings show no figure"
     missing = sorted(f for f in shown if not (ROOT / f).is_file())
     assert not missing, missing
