@@ -87,8 +87,8 @@ def _stage_dirs(summary: dict, stages_root: Path) -> dict[str, Path]:
 
 def _html(nb_path: Path, summary: dict | None = None, source: Path | None = None) -> str:
     """An executed notebook as a small standalone HTML page (nbconvert's basic template). With the notebook's `source`
-    and the record's `summary`, its markdown is the source's, readings rendered from `summary`, when the two notebooks
-    line up cell for cell (so a reading written after the run shows in the record's HTML)."""
+    and the record's `summary`, its markdown is the source's, readings rendered from `summary`, when the two have as many
+    markdown cells (so a reading written after the run shows in the record's HTML)."""
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(nb_path, as_version=4)
@@ -96,8 +96,7 @@ def _html(nb_path: Path, summary: dict | None = None, source: Path | None = None
     own = [c for c in nb.cells if c.cell_type == "markdown"]
     theirs = [c for c in src.cells if c.cell_type == "markdown"] if src is not None else []
     if src is not None and summary is not None and len(own) == len(theirs):  # code cells may have been split since
-        for c, s in zip(own, theirs):
-            if c.cell_type == "markdown": c.source = render_cell(s.source, summary) if is_reading(s.source) else s.source
+        for c, s in zip(own, theirs): c.source = render_cell(s.source, summary) if is_reading(s.source) else s.source
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{nb_path.stem}</title><style>"
             "body{font-family:sans-serif;max-width:72em;margin:auto} pre{white-space:pre-wrap} img{max-width:100%}"
