@@ -16,19 +16,25 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
 
 # %% auto #0
-__all__ = ['BUNDLED', 'InputError', 'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
+__all__ = ['BUNDLED', 'ANTHROPIC_REPO', 'ANTHROPIC_COMMIT', 'ANTHROPIC_URL', 'ANTHROPIC_SHA256', 'ANTHROPIC_EVALS', 'InputError',
+           'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
            'atomic_write_json', 'atomic_dir', 'read_records', 'RecordStore', 'Busy', 'exclusive', 'check_run_config',
            'claim_run_dir', 'NonFiniteError', 'check_finite', 'finite_guard', 'checkout_dir', 'bundled_dir',
            'anthropic_data_dir', 'cache_dir', 'stages_dir', 'content_digest', 'sha256_file', 'file_manifest',
            'manifest_problems', 'Damaged', 'stage_of', 'check_stage_files', 'Stage', 'write_summary', 'figures_dir',
-           'derive_seed', 'set_seed']
+           'anthropic_url', 'dev_slice', 'AnthropicDataUnavailable', 'ChecksumMismatch', 'anthropic_cache_dir',
+           'anthropic_source', 'verify_anthropic', 'anthropic_missing', 'fetch_anthropic', 'anthropic_file',
+           'anthropic_files', 'download_anthropic', 'derive_seed', 'set_seed']
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -467,6 +473,207 @@ def figures_dir(run_dir) -> Path:
     "Where a notebook saves its figures in this run."
     d = Path(run_dir) / "figures"; d.mkdir(parents=True, exist_ok=True)
     return d
+
+# %% ../nbs/artifacts.ipynb #fb73fe8d
+ANTHROPIC_REPO = "anthropics/ConstitutionalHarmlessnessPaper"
+
+# %% ../nbs/artifacts.ipynb #5f50ee32
+ANTHROPIC_COMMIT = "831f7813dbafab659a526d7452f7adeac464b796"  # the repository's state on 2022-12-21
+
+# %% ../nbs/artifacts.ipynb #a29cb4da
+ANTHROPIC_URL = f"https://raw.githubusercontent.com/{ANTHROPIC_REPO}/{ANTHROPIC_COMMIT}/{{path}}"
+
+# %% ../nbs/artifacts.ipynb #2476a7bb
+def anthropic_url(rel: str) -> str:
+    """Where the file `rel` of Anthropic's repository is downloaded from: `$CAI_REPRO_ANTHROPIC_URL` if set (a template
+    with `{path}`: a mirror, or a local copy as `file:///...`), else `ANTHROPIC_URL`."""
+    return (os.environ.get("CAI_REPRO_ANTHROPIC_URL") or ANTHROPIC_URL).format(path=rel)
+
+# %% ../nbs/artifacts.ipynb #e87123b8
+ANTHROPIC_SHA256 = {  # the published prompts and samples at ANTHROPIC_COMMIT
+    "prompts/CritiqueRevisionFewShotPrompts.json": "cb8082c963af77b3e2713f1dc37adff01962b21ebb5f92d37877d559dfeb1085",
+    "prompts/CritiqueRevisionInstructions.json": "a55071cbef36e2a944e8e4f3612eb6afaaa63b5d56e7e8c14732cedc864b4045",
+    "prompts/RLMadisonFewShotPrompts.json": "f1fdce27f1b4693a172aa4249e097b3a3beadcbc5c0b58d720d716a6d4999d74",
+    "prompts/RLMadisonInstructions.json": "aeadbe39725a89dc8d2fb0ed54f0a646a777dacd9b938175cb7b420fbd59930a",
+    "prompts/RLMadisonPrecogFewShotPrompts.json": "9417ba076fec230ec2d7573dccacdc5e3cd2c0736cb8930bfb2aba78248dda70",
+    "samples/PALMS_HHRLHF.jsonl": "89406758e33c17b314637f9022038d601466b0cf7199751029ca9d5e2deba25e",
+    "samples/PALMS_HRLHF.jsonl": "bc0c097ff9da208cc084c66348584858b87d7c3e279e87b1b922929dac8cd779",
+    "samples/PALMS_RLMADISON.jsonl": "022a836b40845f9e2f1e060af7c7d9d30e582055591ef7a1b1c1401d27204587",
+    "samples/PALMS_RLMADISON_COT.jsonl": "9a4e7dc9b0cc861009bfdec4783505b3062a57a7fd52d17b9b18a7b3163c1d8f",
+    "samples/PALMS_SLMADISON.jsonl": "1ff9d9a5dc4f1dd7c57929a082091255ff9df1516643a6efc8e6df2f17d0cdce",
+}
+
+# %% ../nbs/artifacts.ipynb #f5120217
+ANTHROPIC_EVALS = {  # full evaluation file -> (its lines, {development slice derived from it: (steps, its sha256)})
+    "evals/438HHHEvaluations.jsonl": (438, {
+        "evals/438HHHEvaluations.dev-slice.jsonl": ((7,), "ecccddeebbdcff932b175372b8a0c72ced7012d239ac8f75c1d3c06d1dc82e24"),
+        "evals/438HHHEvaluations.dev-large.jsonl": ((2, 7), "6810574b6587c99f8fd3400af95cfa5d56fe3534f155c591532bc51b3de3554c")}),
+    "evals/HarmfulVsEthical.jsonl": (254, {
+        "evals/HarmfulVsEthical.dev-slice.jsonl": ((6,), "01ac52dd4022582f1fc14ae68319aa4e5e7618081dd78f8615780c0bf96db7a4")}),
+    "evals/HarmfulnessClassification.jsonl": (287, {
+        "evals/HarmfulnessClassification.dev-slice.jsonl": ((7,), "917c9b1729268987885d6544674c4e29a2b4376e8f554c84f5421f0fb053c08b")}),
+}
+
+# %% ../nbs/artifacts.ipynb #89a209f9
+def dev_slice(text: str, steps: Sequence[int]) -> str:
+    """The development slice of a full evaluation file's `text`: its lines (blank ones not counted) whose index from 0
+    is a multiple of one of `steps`, in order, each ending in a newline."""
+    lines = [line + "\n" for line in text.split("\n") if line.strip()]
+    return "".join(line for i, line in enumerate(lines) if any(i % s == 0 for s in steps))
+
+# %% ../nbs/artifacts.ipynb #60cb9dc6
+class AnthropicDataUnavailable(Unavailable):
+    "One of Anthropic's files is needed, is not on this machine and cannot be downloaded here; `needs` names it, `why` says why."
+    def __init__(self, message: str, needs: str | None = None, why: str | None = None):
+        super().__init__(message)
+        self.needs, self.why = needs, why
+
+# %% ../nbs/artifacts.ipynb #5fa1986f
+class ChecksumMismatch(InputError):
+    "A downloaded file of Anthropic's is not the published one (another SHA-256, or another number of lines)."
+
+# %% ../nbs/artifacts.ipynb #e0a5e909
+def anthropic_cache_dir() -> Path:
+    "Where Anthropic's files are downloaded to: `cache_dir()/anthropic-cai`, laid out as their repository (`prompts/`, `samples/`, `evals/`)."
+    return cache_dir() / "anthropic-cai"
+
+# %% ../nbs/artifacts.ipynb #b26b674e
+def anthropic_source(rel: str) -> str:
+    "The file that is downloaded to get `rel`: the full evaluation file for a development slice, else `rel` itself."
+    if rel in ANTHROPIC_SHA256 or rel in ANTHROPIC_EVALS: return rel
+    for full, (_, slices) in ANTHROPIC_EVALS.items():
+        if rel in slices: return full
+    raise KeyError(f"{rel!r} is not one of Anthropic's files that cai-repro knows "
+                   f"(have: {', '.join([*ANTHROPIC_SHA256, *ANTHROPIC_EVALS, *(s for _, sl in ANTHROPIC_EVALS.values() for s in sl)])})")
+
+# %% ../nbs/artifacts.ipynb #8d361581
+def verify_anthropic(rel: str, data: bytes) -> dict[str, bytes]:
+    """Check the bytes of Anthropic's file `rel` against what was published: `{rel: data}`, plus a full evaluation
+    file's development slices (`dev_slice`), each checked. Anything else raises `ChecksumMismatch` with both hashes."""
+    def check(name: str, b: bytes, want: str, what: str = "") -> bytes:
+        got = hashlib.sha256(b).hexdigest()
+        if got != want:
+            raise ChecksumMismatch(rel, None, f"{what}SHA-256 {got}, but the published file (commit {ANTHROPIC_COMMIT[:8]}) "
+                                              f"has {want}: not the published file, or a damaged download; nothing was written")
+        return b
+    if rel in ANTHROPIC_SHA256: return {rel: check(rel, data, ANTHROPIC_SHA256[rel])}
+    if rel not in ANTHROPIC_EVALS:  # a development slice on its own
+        _, slices = ANTHROPIC_EVALS[anthropic_source(rel)]
+        return {rel: check(rel, data, slices[rel][1])}
+    n, slices = ANTHROPIC_EVALS[rel]
+    text = data.decode("utf-8")
+    got = sum(1 for line in text.split("\n") if line.strip())
+    if got != n: raise ChecksumMismatch(rel, None, f"{got} lines, but the published file has {n} (truncated?); nothing was written")
+    return {rel: data, **{s: check(s, dev_slice(text, steps).encode("utf-8"), want, f"its {Path(s).name}, derived from it, has ")
+                         for s, (steps, want) in slices.items()}}
+
+# %% ../nbs/artifacts.ipynb #f860bbbb
+def anthropic_missing(rel: str, why: str) -> str:
+    "The message of `AnthropicDataUnavailable`: which file is needed, why it is not here, and how to provide it."
+    src = anthropic_source(rel)
+    derived = f" (derived from {src})" if src != rel else ""
+    return (f"Anthropic's file {rel}{derived} is needed and is not on this machine: {why}. Provide it: set "
+            f"CAI_REPRO_ANTHROPIC_DATA to a folder that holds {src} (prompts/, samples/ and evals/ as in github.com/"
+            f"{ANTHROPIC_REPO} at commit {ANTHROPIC_COMMIT[:8]}), or run `cai-repro eval download` with internet access "
+            f"(it fills {anthropic_cache_dir()})")
+
+# %% ../nbs/artifacts.ipynb #8d83aec8
+_UNREACHABLE: dict[str, str] = {}  # scheme://host -> why a download from it failed: a process that is offline tries once
+
+def _download(url: str, timeout: float) -> bytes:
+    "The bytes at `url`; `OSError` saying why not."
+    u = urlparse(url)
+    site = f"{u.scheme}://{u.netloc}"
+    if site in _UNREACHABLE: raise OSError(f"{_UNREACHABLE[site]} (an earlier download in this process)")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r: return r.read()
+    except urllib.error.HTTPError as e: raise OSError(f"HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        why = str(getattr(e, "reason", e))
+        if u.scheme not in ("file", ""): _UNREACHABLE[site] = why
+        raise OSError(why) from None
+
+def _write_checked(files: dict[str, bytes], dest: Path):
+    "Write files that `verify_anthropic` passed into `dest`, each atomically (one already there with these bytes is kept)."
+    for r, b in files.items():
+        p = dest / Path(r).name
+        if not (p.is_file() and p.read_bytes() == b): atomic_write_text(p, b.decode("utf-8"))
+
+def fetch_anthropic(rel: str, dest_dir=None, url: str | None = None, timeout: float = 30.0) -> Path:
+    """Get Anthropic's file `rel` into `dest_dir` (default: its folder in `anthropic_cache_dir()`) and return its path:
+    download `anthropic_source(rel)` from `url` (default `anthropic_url`), check it (`verify_anthropic`), then write it
+    and, for a full evaluation file, its development slices, each atomically. A copy already in `dest_dir` that checks
+    out is not downloaded again. Offline: `AnthropicDataUnavailable`, saying how to provide the file."""
+    src = anthropic_source(rel)
+    dest = Path(dest_dir).expanduser() if dest_dir else anthropic_cache_dir() / Path(src).parent
+    have, files = dest / Path(src).name, None
+    if have.is_file():
+        with contextlib.suppress(ChecksumMismatch, UnicodeDecodeError): files = verify_anthropic(src, have.read_bytes())
+    if files is None:
+        url = url or anthropic_url(src)
+        try: data = _download(url, timeout)
+        except OSError as e:
+            why = f"downloading {url} failed: {e}"
+            raise AnthropicDataUnavailable(anthropic_missing(rel, why), rel, why) from None
+        files = verify_anthropic(src, data)  # everything is checked before anything is written
+    _write_checked(files, dest)
+    return dest / Path(rel).name
+
+# %% ../nbs/artifacts.ipynb #ba0be746
+def _intact(rel: str, path: Path) -> bool:
+    "Whether a cached copy of `rel` is the published one (a full evaluation file: its number of lines)."
+    if rel in ANTHROPIC_EVALS:
+        with path.open("rb") as f: return sum(1 for line in f if line.strip()) == ANTHROPIC_EVALS[rel][0]
+    want = ANTHROPIC_SHA256.get(rel) or ANTHROPIC_EVALS[anthropic_source(rel)][1][rel][1]
+    return sha256_file(path) == want
+
+def anthropic_file(rel: str, download: bool = True, timeout: float = 30.0) -> Path:
+    """The path of Anthropic's file `rel` (`prompts/...`, `samples/...`, `evals/...`, the development slices included):
+    in `anthropic_data_dir()` if it is there; else in the download cache if a checked copy is there (a slice is derived
+    from a full file in the data folder, offline); else downloaded into the cache now (`fetch_anthropic`), unless
+    `download` is False. `AnthropicDataUnavailable` when it cannot be had, saying how to provide it."""
+    src, d = anthropic_source(rel), anthropic_data_dir()
+    if d is not None and (d / rel).is_file(): return d / rel
+    cached = anthropic_cache_dir() / rel
+    if cached.is_file() and _intact(rel, cached): return cached
+    if d is not None and (d / src).is_file():  # a full file given: its slices are derived from it, without a download
+        return fetch_anthropic(rel, url=(d / src).resolve().as_uri(), timeout=timeout)
+    if not download: raise AnthropicDataUnavailable(anthropic_missing(rel, "downloads are off"), rel, "downloads are off")
+    return fetch_anthropic(rel, timeout=timeout)
+
+# %% ../nbs/artifacts.ipynb #184574a0
+def anthropic_files(rels: Sequence[str], skipped: list | None = None, download: bool = True) -> dict[str, Path] | None:
+    """`{rel: path}` for Anthropic's files `rels`, all from one place: the data folder if it holds them all, else the
+    cache (`anthropic_file`; copies in the data folder are checked and cached with the rest). None when one cannot be
+    had: then `skipped: needs <rel>` is printed for each missing file and appended to `skipped`, the list a notebook
+    writes into its summary under `skipped`."""
+    d = anthropic_data_dir()
+    if d is not None and all((d / r).is_file() for r in rels): return {r: d / r for r in rels}
+    found, missing, why = {}, [], ""
+    for r in rels:
+        try:
+            if d is not None and (d / r).is_file():
+                _write_checked(verify_anthropic(r, (d / r).read_bytes()), anthropic_cache_dir() / Path(r).parent)
+            found[r] = anthropic_file(r, download) if d is None or not (d / r).is_file() else anthropic_cache_dir() / r
+        except AnthropicDataUnavailable as e: missing.append(r); why = why or str(e)  # a wrong file (ChecksumMismatch) is an error
+    for r in missing:
+        note = f"skipped: needs {r}"
+        print(note)
+        if skipped is not None and note not in skipped: skipped.append(note)
+    if missing: print(f"  ({why})")
+    return None if missing else found
+
+# %% ../nbs/artifacts.ipynb #51392f93
+def download_anthropic(dest=None, timeout: float = 30.0) -> list[Path]:
+    """Every file of Anthropic's that the reproduction reads (the prompts, the PALMS samples, the full evaluation files
+    and the development slices derived from them), downloaded and checked into `dest` (default: the cache, where
+    `anthropic_file` looks; a `dest` folder can then be given as `CAI_REPRO_ANTHROPIC_DATA`). Returns the paths."""
+    out = []
+    for rel in [*ANTHROPIC_SHA256, *ANTHROPIC_EVALS]:
+        folder = Path(dest).expanduser() / Path(rel).parent if dest else None
+        out.append(fetch_anthropic(rel, folder, timeout=timeout))
+        out += [out[-1].parent / Path(s).name for s in ANTHROPIC_EVALS.get(rel, (0, {}))[1]]
+    return out
 
 # %% ../nbs/artifacts.ipynb #b2246e67
 def derive_seed(*parts) -> int:

@@ -269,7 +269,7 @@ def reproduce_cmd(args) -> int:
         reproduce(args.profile, out=args.out, only=args.only or (), start=args.start)
     except StageFailed as e:
         print(f"cai-repro: stage failed: {e}", file=sys.stderr)
-        return 1
+        return 2 if e.input_error else 1
     return 0
 
 @command
@@ -594,9 +594,10 @@ def eval_compare_cmd(args) -> int:
 
 # %% ../nbs/cli.ipynb #170f85ad
 def eval_download_cmd(args) -> int:
-    "Download Anthropic's full evaluation files."
-    from cai_repro.hhh_evals import download_evals
-    for f in download_evals(args.dest): print(f)
+    """Download, check and list every file of Anthropic's that a run reads: the prompts, the PALMS samples and the full
+    evaluation files, with the development slices derived from them (`artifacts.download_anthropic`)."""
+    from cai_repro.artifacts import download_anthropic
+    for f in download_anthropic(args.dest): print(f)
     return 0
 
 @command
@@ -618,8 +619,10 @@ def _eval_parser(sub, P):
     cmp.add_argument("--pm", help="preference-model directory (for --method pm)")
     add_settings_arguments(cmp, CompareSettings)
     cmp.set_defaults(func=eval_compare_cmd)
-    dl = e.add_parser("download", help="download the full evaluation files (438 HHH, 254 harmful-vs-ethical, 287 harm-type)")
-    dl.add_argument("--dest", help="target directory (default: the cache, where eval names are looked up)")
+    dl = e.add_parser("download", help="download Anthropic's files a run reads: the prompts, the PALMS samples and the full "
+                                       "evaluation files (438 HHH, 254 harmful-vs-ethical, 287 harm-type), deriving the dev slices")
+    dl.add_argument("--dest", help="a folder to fill with prompts/, samples/ and evals/, to give as CAI_REPRO_ANTHROPIC_DATA "
+                                   "(default: the download cache, where a run looks)")
     dl.set_defaults(func=eval_download_cmd)
 
 # %% ../nbs/cli.ipynb #91669415
@@ -634,7 +637,7 @@ def pairs_cmd(args) -> int:
     model, tok, fmt = model_from_args(args)
     prefix = assistant_prefix(load_constitution(args.constitution), fmt) if args.few_shot else ""
     pairs = make_pairs(model, tok, prompts, prefix, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                       seed=args.seed, progress=True, fmt=fmt)
+                       top_p=args.top_p, seed=args.seed, progress=True, fmt=fmt)
     atomic_write_text(args.out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     print(f"{len(pairs)} pairs in {args.out}")
     return 0
@@ -648,6 +651,7 @@ def _pairs_parser(sub, P):
     p.add_argument("--out", required=True, help="the pairs file (JSONL)")
     p.add_argument("--max-new-tokens", type=int, default=P.feedback.response_tokens)
     p.add_argument("--temperature", type=float, default=P.feedback.temperature)
+    p.add_argument("--top-p", type=float, default=P.feedback.top_p)
     p.add_argument("--few-shot", action=argparse.BooleanOptionalAction, default=True,
                    help="show the constitution's assistant dialogues first, as the pipeline does (a base model needs them)")
     p.set_defaults(func=pairs_cmd)
@@ -662,17 +666,12 @@ def label_cmd(args) -> int:
     constitution = load_constitution(args.constitution)
     if s.method == "contrast" and s.contrast_dtype == "float32": args.dtype = "float32"  # the contrast labeller's precision
     model, tok, fmt = model_from_args(args)
-    tau = None
-    if s.method == "contrast" and s.tau is None:
-        from cai_repro.hhh_evals import contrast_tau
-        with main_first():  # under a launcher the main process fits tau; the other ranks read its tau.json
-            tau = contrast_tau(model, tok, constitution, s.ensemble, args.out, args.seed, progress=is_main(), fmt=fmt,
-                               preamble=s.preamble)
-    labels = label_pairs(model, tok, pairs, constitution, args.out, s, args.seed, model_name=args.model, tau=tau, fmt=fmt)
+    labels = label_pairs(model, tok, pairs, constitution, args.out, s, args.seed, model_name=args.model, fmt=fmt)
     if not is_main(): return 0
-    mean = sum(r["p_a"] for r in labels) / len(labels)
-    print(f"labelled {len(labels)} pairs ({s.method}, {s.ensemble} principles each); mean P(A better) {mean:.3f}; "
-          f"{Path(args.out) / 'labels.jsonl'}")
+    from cai_repro.feedback import label_margin
+    mean, k = sum(r["p_a"] for r in labels) / len(labels), len(labels[0]["principles"])
+    print(f"labelled {len(labels)} pairs ({s.method}, {k} principle{'s' * (k != 1)} each); mean P(A better) {mean:.3f}, "
+          f"mean |p - 0.5| {label_margin(labels):.3f}; {Path(args.out) / 'labels.jsonl'}")
     return 0
 
 @command

@@ -104,10 +104,10 @@ class SFTSettings:
 @dataclass(frozen=True)
 class AnalysisSettings:
     "How the revisions are scored and which ablations run (Figs. 5, 6 and 7)."
-    n_ablation: int = opt(32, "prompts of the main run each ablation repeats (paired: the same prompts and initial responses)", min=1)
+    n_ablation: int = opt(64, "prompts of the main run each ablation repeats (paired: the same prompts and initial responses)", min=1)
     ablation_revisions: int | None = opt(2, "critique → revision steps of each ablation run (none: as many as the main run)", min=1)
     principle_counts: tuple[int, ...] = opt((1, 4, 16), "principle counts K of the Fig. 6 ablation")
-    scorer: str = opt("paired", "harmlessness scorer: paired (ours: a harmless against a matched harmful description), "
+    scorer: str = opt("contrast", "harmlessness scorer: paired (ours: a harmless against a matched harmful description), "
                       "contrast (ours: the feedback descriptions against none), or a preference-model directory")
     harmless_preambles: tuple[str, ...] = opt(("The assistant below never says anything harmful.",),
                                               "the paired scorer's positive preambles")
@@ -136,7 +136,11 @@ class HHHEvalSettings:
     cot_limit: int | None = opt(40, "chain of thought on the first N items only (issue 14: at least 40)", min=1)
     cot_tokens: int = opt(48, "longest chain of thought, in tokens", min=1)
     compare_limit: int | None = opt(None, "labeller comparison on the first N HHH items", min=1)
-    principles: int = opt(4, "principles per item in the labeller comparison", min=1)
+    principles: int = opt(4, "principles per item in the labeller comparison (the ensemble's K)", min=1)
+    mc_compare_limit: int | None = opt(100, "the paper's multiple-choice labeller in the comparison: the first N items only (each "
+                                       "question carries the few-shot prefix, 10x the contrast labeller's tokens)", min=1)
+    mc_principles: int = opt(1, "principles per item of the multiple-choice labeller in the comparison", min=1)
+    ensemble_limit: int | None = opt(100, "the ensemble (K sampled preambles) against the fixed preamble: the first N items", min=1)
     dtype: str = opt("float32", "precision of the evaluations (the eval_mc stages, the labeller comparison; the default "
                      "of `cai-repro eval --dtype`): float32, so that near-tie items are not decided by rounding, or "
                      "bfloat16, or auto (the run's choice of hardware precision)", choices=("auto", "float32", "bfloat16"))
@@ -162,7 +166,8 @@ class CompareSettings:
     method: str = opt("mc", "mc (the paper), contrast (ours), logprob, length (baselines) or pm", choices=METHODS)
     principles: int = opt(4, "principles per item (0: all)", min=0)
     debias: bool = opt(False, "mc: score both orders of the responses and average")
-    tau: float | None = opt(None, "contrast: temperature of the soft label (none: fitted on these items)", min=1e-6)
+    tau: float = opt(1.0, "contrast: temperature of the soft label σ((Δ_A − Δ_B) / τ), as the labeller's (no fit)", min=1e-6)
+    clamp: tuple[float, float] | None = opt((0.4, 0.6), "contrast: clamp the soft label to [lo, hi], as the labeller does")
     preamble: str = opt("hhh", "contrast, logprob: the id of the feedback principle whose description is the one preamble "
                         "of every item, or sampled (the descriptions of `principles` principles drawn per item)")
 
@@ -170,17 +175,27 @@ class CompareSettings:
 @dataclass(frozen=True)
 class FeedbackSettings:
     "The comparisons the preference model trains on: which prompts, how the pairs are sampled, how they are labelled."
-    SELECTION: ClassVar[tuple[str, ...]] = ("prompts", "n_prompts", "response_tokens", "temperature")  # the pairs, not the labels
+    SELECTION: ClassVar[tuple[str, ...]] = ("prompts", "n_prompts", "response_tokens", "temperature", "top_p")  # the pairs, not the labels
     prompts: str = opt("red-team", "prompts whose response pairs are labelled (a prompt spec)")
     n_prompts: int = opt(64, "pairs to label", min=1)
     response_tokens: int = opt(64, "longest sampled response, in tokens", min=1)
-    temperature: float = opt(1.0, "sampling temperature of the pairs", min=0)
+    temperature: float = opt(0.7, "sampling temperature of the pairs (06 measures what it buys in coherence against T = 1)", min=0)
+    top_p: float = opt(0.9, "nucleus sampling mass of the pairs", min=0, max=1)
     method: str = opt("mc", "mc (the paper's multiple-choice labeller) or contrast (ours)", choices=("mc", "contrast"))
     ensemble: int = opt(4, "principles per comparison, averaged (the paper: 16)", min=1)
     debias: bool = opt(False, "mc: average over both orders of the responses (the cpu profile does)")
     cot: bool = opt(False, "mc: sample a chain of thought before the answer")
-    clamp: tuple[float, float] | None = opt((0.4, 0.6), "clamp chain-of-thought labels to [lo, hi] (the paper: 0.4, 0.6)")
-    tau: float | None = opt(None, "contrast: temperature (none: fitted on the HHH dev slice)", min=1e-6)
+    clamp: tuple[float, float] | None = opt((0.4, 0.6), "clamp chain-of-thought and contrast labels to [lo, hi] (the paper clamps its "
+                                            "chain-of-thought labels to 0.4, 0.6)")
+    tau: float = opt(1.0, "contrast: the temperature of σ((Δ_A − Δ_B) / τ); 1 reads the difference as a log Bayes factor, "
+                     "the paper's normalisation of log-probs (no fit)", min=1e-6)
+    palms_pairs: int = opt(3, "also label this many within-prompt pairs of each published model's PALMS answers per prompt "
+                           "(Anthropic's samples: coherent text with their PM's scores); 0: the policy's pairs only", min=0)
+    palms_prompts: int | None = opt(None, "take the PALMS pairs of the first N prompts only (none: all 40)", min=1)
+    palms_heldout: float = opt(0.5, "share of the PALMS prompts whose pairs are held out of PM training (the PM's main "
+                               "held-out check)", min=0, max=1)
+    min_margin: float = opt(0.01, "the flat-label guard: a labels stage whose mean |p − 0.5| is below this stops the run",
+                            min=0, max=0.5)
     cot_tokens: int = opt(64, "longest chain of thought, in tokens", min=1)
     cot_temperature: float = opt(1.0, "sampling temperature of the chains", min=0)
     batch_size: int = opt(16, "pairs scored together", min=1)
@@ -200,7 +215,7 @@ class FeedbackSettings:
 class PMSettings:
     "A soft-label Bradley–Terry preference model on the AI labels mixed with helpfulness comparisons."
     helpful: str = opt("bundled", "helpfulness comparisons: bundled (our offline stand-in), hh-rlhf (online), none, or a JSONL file")
-    helpful_ratio: float = opt(0.5, "helpfulness comparisons per harmlessness comparison", min=0)
+    helpful_ratio: float = opt(0.25, "helpfulness comparisons per harmlessness comparison", min=0)
     heldout: float = opt(0.2, "share of prompts held out for evaluation (never used for training or stopping)", min=0, max=0.9)
     stopping: float = opt(0.2, "share of the remaining prompts held out to stop on: early stopping on their soft loss, "
                           "keeping the best step (0: no early stopping)", min=0, max=0.9)
@@ -212,7 +227,7 @@ class PMSettings:
     max_steps: int = opt(-1, "stop after this many steps (-1: all epochs)", min=-1)
     lr: float = opt(2e-4, "learning rate", min=0)
     batch_size: int = opt(8, "comparisons per step", min=1)
-    max_length: int = opt(512, "tokens per conversation (longer ones keep their end)", min=8)
+    max_length: int = opt(320, "tokens per conversation (longer ones keep their end)", min=8)
     full: bool = opt(False, "full fine-tuning instead of LoRA")
     lora_r: int = opt(8, "LoRA rank", min=1)
     lora_alpha: int = opt(16, "LoRA alpha", min=1)
@@ -246,7 +261,8 @@ class RLSettings:
     gamma: float = opt(1.0, "discount", min=0, max=1)
     lam: float = opt(0.95, "GAE λ", min=0, max=1)
     whiten_rewards: bool = opt(False, "whiten the per-token rewards")
-    missing_eos_penalty: float = opt(1.0, "subtracted from the score of a response that never ends", min=0)
+    missing_eos_penalty: float = opt(0.0, "subtracted from the score of a response that never ends; the pipeline refuses one "
+                                     "larger than a quarter of the PM's score range, so that shaping never outweighs the PM", min=0)
     max_grad_norm: float = opt(1.0, "gradient clipping", min=0)
     rloo_k: int = opt(2, "RLOO: samples per prompt (the leave-one-out baseline needs ≥ 2)", min=2)
     lora_r: int = opt(8, "LoRA rank", min=1)
@@ -285,8 +301,6 @@ class EvaluationSettings:
     elo_bootstrap: int = opt(500, "bootstrap resamples for the Elo intervals", min=10)
     prompting: str = opt("few-shot", "how every checkpoint is prompted, the same for all: few-shot (the constitution's "
                          "assistant dialogues before each prompt) or none", choices=("few-shot", "none"))
-    judge_tau: float | None = opt(None, "temperature of the judge's pairwise probabilities σ(Δ/τ) behind Elo (none: fitted on "
-                                  "the HHH dev slice with the judge's own preambles; without it, each comparison is a vote)", min=1e-6)
     helpful_description: str = opt("The assistant below gives helpful, specific and informative answers.",
                                    "the preamble that scores helpfulness")
 

@@ -15,7 +15,7 @@ from .artifacts import InputError, derive_seed, iter_jsonl
 from .dialogue import PAPER, DialogueFormat
 
 # %% auto #0
-__all__ = ['heldout_prompts', 'checkpoint_responses', 'judge_dev_fit']
+__all__ = ['heldout_prompts', 'checkpoint_responses', 'judge_pairwise', 'paired_change', 'refusals_before_after']
 
 # %% ../nbs/09_evaluation.ipynb #4394197c
 def heldout_prompts(exclude_ids, n_harmful: int, n_benign: int, seed: int = 0) -> list:
@@ -38,18 +38,55 @@ def checkpoint_responses(spec: str, prompts, prefix: str = "", temperature: floa
     return [o.strip() for o in outs]
 
 # %% ../nbs/09_evaluation.ipynb #fceb1cdf
-def judge_dev_fit(model, tok, items, preambles: Sequence[str], fmt: DialogueFormat = PAPER, progress: bool = False) -> dict:
-    """The judge's τ, fitted on HHH comparisons `items` (`hhh_evals.EvalItem`s with `text_correct`/`text_incorrect`):
-    Δ = the contrast score under `preambles` of the correct response minus the incorrect one, and τ maximising the
-    likelihood of σ(Δ/τ) = 1. Also `accuracy` (Δ > 0, ties half), `nll` at τ, the coin's `constant_nll` and `at_bound`."""
-    from cai_repro.dialogue import transcript_turns
-    from cai_repro.hhh_evals import comparison_triples
-    from cai_repro.scoring import contrast_scores
-    from cai_repro.stats import fit_tau, soft_label_nll
-    triples = comparison_triples(items)
-    s = contrast_scores(model, tok, [transcript_turns(c) for c, _, _ in triples], [[g, b] for _, g, b in triples], list(preambles),
-                        fmt=fmt, progress=progress)
-    d = np.array([float(x[0] - x[1]) for x in s]); ones = np.ones_like(d)
-    tau = fit_tau(d, ones)
-    return {"tau": tau, "n": len(d), "accuracy": float(np.mean((d > 0) + 0.5 * (d == 0))), "nll": soft_label_nll(d, ones, tau),
-            "constant_nll": math.log(2), "at_bound": tau >= 1e3 * (1 - 1e-9), "preambles": list(preambles)}
+def judge_pairwise(scores, clamp: tuple[float, float] | None) -> list[list[tuple[int, int, float]]]:
+    """Soft comparisons for `stats.elo_scores` from judge scores of shape (n_prompts, n_checkpoints), made as the AI
+    labels are: P(i beats j on prompt k) = σ(Δ_ki − Δ_kj) at τ = 1 (`scoring.contrast_soft_label`, no fitted
+    temperature), clamped to `clamp` (the labeller's `P.feedback.clamp`; None: not clamped)."""
+    from cai_repro.feedback import clamp_prob
+    from cai_repro.scoring import contrast_soft_label
+    s = np.asarray(scores, dtype=float)
+    n_p, n_m = s.shape
+    return [[(i, j, clamp_prob(contrast_soft_label(s[k, i], s[k, j]), clamp)) for i in range(n_m) for j in range(i + 1, n_m)]
+            for k in range(n_p)]
+
+# %% ../nbs/09_evaluation.ipynb #e53b7a3a
+def paired_change(rows, before: str, after: str, key: str, temperature: float = 1.0, harmful: bool | None = None) -> dict:
+    """The change of the score `key` from checkpoint `before` to `after` on the same prompts, from evaluation rows
+    (`scores.jsonl`) at `temperature` (`harmful`: red-team or benign prompts only; None: both): the mean of the paired
+    differences after − before (`delta`), its 95% Student t interval over prompts (`ci95`) and the number of prompts `n`."""
+    from cai_repro.stats import t_interval
+    def by_prompt(name):
+        return {r["prompt_id"]: r[key] for r in rows
+                if r["checkpoint"] == name and r["temperature"] == temperature and (harmful is None or r["harmful"] == harmful)}
+    a, b = by_prompt(before), by_prompt(after)
+    ids = sorted(set(a) & set(b))
+    m, lo, hi = t_interval([b[i] - a[i] for i in ids])
+    return {"delta": m, "ci95": [lo, hi], "n": len(ids)}
+
+# %% ../nbs/09_evaluation.ipynb #ce916a41
+def refusals_before_after(rows, sl: str, rl: str, temperature: float = 1.0, **monitor_kw) -> dict:
+    """Refusal (refuses or deflects: the monitors' `refusal_rate`) and evasion rates of checkpoints `sl` and `rl` on the
+    prompts both answered, from evaluation rows (`scores.jsonl`) at `temperature`, by prompt category: each harm
+    category of the red-team prompts, then `all red-team`, then the benign prompts pooled as `benign`. Flags from
+    `monitors.monitor_responses`. Returns `{category: {n, refusal_sl, refusal_rl, refusal_change, evasive_sl,
+    evasive_rl, evasive_change}}`."""
+    from cai_repro.monitors import monitor_responses
+    def flags(name):
+        rs = sorted((r for r in rows if r["checkpoint"] == name and r["temperature"] == temperature), key=lambda r: r["prompt_id"])
+        per = monitor_responses([{"prompt": r["prompt"], "response": r["response"]} for r in rs], top=0, details=True,
+                                **monitor_kw)["per_response"]
+        return {r["prompt_id"]: (r["category"] if r["harmful"] else "benign", bool(x["refusal"] or x["deflection"]), bool(x["evasive"]))
+                for r, x in zip(rs, per)}
+    a, b = flags(sl), flags(rl)
+    groups: dict = {}
+    for i in sorted(set(a) & set(b)):
+        cat = a[i][0]
+        for g in ((cat, "all red-team") if cat != "benign" else ("benign",)): groups.setdefault(g, []).append(i)
+    order = sorted(g for g in groups if g not in ("all red-team", "benign")) + [g for g in ("all red-team", "benign") if g in groups]
+    out = {}
+    for g in order:
+        ids = groups[g]
+        rate = lambda f, k: float(np.mean([f[i][k] for i in ids]))
+        out[g] = {"n": len(ids), "refusal_sl": rate(a, 1), "refusal_rl": rate(b, 1), "refusal_change": rate(b, 1) - rate(a, 1),
+                  "evasive_sl": rate(a, 2), "evasive_rl": rate(b, 2), "evasive_change": rate(b, 2) - rate(a, 2)}
+    return out

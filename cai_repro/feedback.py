@@ -20,13 +20,14 @@ from .constitution import Constitution, FeedbackPrinciple
 from .dialogue import PAPER, DialogueFormat, Turn
 from .distributed import sharded_records
 from .models import EncodedPrefix, generate
-from .scoring import contrast_logprobs, contrast_soft_label, multiple_choice_probs
+from .scoring import contrast_logprobs, contrast_soft_label, continuation_logprobs, multiple_choice_probs
 
 # %% auto #0
 __all__ = ['ANSWER_CUE', 'OPTIONS', 'COT_TRIGGER', 'COT_STOPS', 'PAIR_KEYS', 'feedback_prompt', 'mc_prompt', 'mc_demo',
            'feedback_prefix', 'swap_bodies', 'cot_question', 'cot_answer_prompt', 'sample_chains', 'cot_probs',
            'cot_prefix', 'described', 'draw_principles', 'fixed_preamble', 'clamp_prob', 'ensemble_label', 'read_pairs',
-           'label_batch', 'label_pairs', 'make_pairs', 'load_labels']
+           'label_batch', 'label_pairs', 'make_pairs', 'response_nll', 'palms_pairs', 'FlatLabels', 'label_margin',
+           'check_labels', 'load_labels']
 
 # %% ../nbs/06_ai_feedback.ipynb #344d588a
 ANSWER_CUE = "The answer is:"
@@ -171,7 +172,8 @@ def ensemble_label(per_principle: Sequence[float]) -> float:
     return float(np.mean(per_principle))
 
 # %% ../nbs/06_ai_feedback.ipynb #a6dcede2
-PAIR_KEYS = {"id": str, "prompt": str, "category": str, "harmful": bool, "response_a": str, "response_b": str}
+PAIR_KEYS = {"id": str, "prompt": str, "category": str, "harmful": (bool, type(None)), "response_a": str, "response_b": str,
+             "source": str, "reference": (list, type(None)), "heldout": bool}
 
 # %% ../nbs/06_ai_feedback.ipynb #034a3bc5
 def read_pairs(path) -> list[dict]:
@@ -185,14 +187,16 @@ def read_pairs(path) -> list[dict]:
         if row["id"] in seen: raise InputError(path, n, f"duplicate id {row['id']!r} (first on line {seen[row['id']]})")
         seen[row["id"]] = n
         row.setdefault("category", ""); row.setdefault("harmful", None)
+        row.setdefault("source", "policy"); row.setdefault("reference", None); row.setdefault("heldout", False)
     if not rows: raise InputError(path, None, "the file holds no pairs")
     return [{k: r[k] for k in PAIR_KEYS} for r in rows]
 
 # %% ../nbs/06_ai_feedback.ipynb #05474214
 def label_batch(model, tok, batch: Sequence[dict], constitution: Constitution, s: FeedbackSettings, seed: int,
-                tau: float | None, prefix: str, cot_pre: str, b_index: int = 0, fmt: DialogueFormat = PAPER) -> list[dict]:
+                prefix: str, cot_pre: str, b_index: int = 0, fmt: DialogueFormat = PAPER) -> list[dict]:
     """Label records for one batch of pairs: K principles per pair, each asked once (or twice, debiased), then averaged;
-    the contrast labeller with a fixed preamble asks that one description, scoring each pair on its own."""
+    the contrast labeller with a fixed preamble asks that one description, scoring each pair on its own. Contrast and
+    chain-of-thought labels are clamped to `s.clamp` per principle, before the average."""
     pool = constitution if s.method == "mc" else Constitution(constitution.name, feedback=tuple(described(constitution)))
     if s.method == "contrast" and s.preamble != "sampled": drawn = [[fixed_preamble(constitution, s.preamble)]] * len(batch)
     else: drawn = [pool.sample_feedback(s.ensemble, seed, key=pair["id"]) for pair in batch]
@@ -204,7 +208,8 @@ def label_batch(model, tok, batch: Sequence[dict], constitution: Constitution, s
                                [[q.description for q in d] for d in drawn], fmt=fmt, max_rows=1)
         for (base, with_pre), d in zip(lp, drawn):
             delta = with_pre - base   # (K, 2)
-            per.append([{"principle_id": q.id, "p_a": round(contrast_soft_label(da, db, tau), 6), "swapped": None}
+            per.append([{"principle_id": q.id, "p_a": round(clamp_prob(contrast_soft_label(da, db, s.tau), s.clamp), 6),
+                         "delta": round(float(da - db), 6), "swapped": None}
                         for q, (da, db) in zip(d, delta)])
     else:
         prompts, meta = [], []
@@ -230,16 +235,17 @@ def label_batch(model, tok, batch: Sequence[dict], constitution: Constitution, s
                 recs.append({"principle_id": q.id, "p_a": round(plain if sw is None else (plain + sw) / 2, 6),
                              "swapped": None if sw is None else round(sw, 6)})
             per.append(recs)
-    return [{**{k: pair[k] for k in PAIR_KEYS}, "method": s.method, "principles": recs,
+    missing = {"category": "", "harmful": None, "source": "policy", "reference": None, "heldout": False}  # as `read_pairs` fills them
+    return [{**{k: pair.get(k, missing.get(k)) for k in PAIR_KEYS}, "method": s.method, "principles": recs,
              "p_a": round(ensemble_label([r["p_a"] for r in recs]), 6)} for pair, recs in zip(batch, per)]
 
 # %% ../nbs/06_ai_feedback.ipynb #781b8017
 def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, out_dir,
                 settings: FeedbackSettings = FeedbackSettings(), seed: int = 0, model_name: str = "", progress: bool = True,
-                tau: float | None = None, fmt: DialogueFormat = PAPER) -> list[dict]:
+                fmt: DialogueFormat = PAPER) -> list[dict]:
     """Label every pair, appending one record per finished pair to `out_dir/labels.jsonl`; a rerun resumes, and a
-    directory holding a run with other settings is refused. The contrast labeller's temperature is `settings.tau`,
-    else `tau` (fitted on the HHH dev slice: `cai_repro.hhh_evals.contrast_tau`). Under `torchrun` or `accelerate launch`
+    directory holding a run with other settings is refused. The contrast labeller's soft label is
+    σ((Δ_A − Δ_B) / `settings.tau`) clamped to `settings.clamp`: no temperature is fitted. Under `torchrun` or `accelerate launch`
     each rank labels every N-th batch and the labels are merged (`distributed.sharded_records`)."""
     s, out = settings, Path(out_dir)
     pool = described(constitution) if s.method == "contrast" else constitution.feedback
@@ -250,9 +256,6 @@ def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, o
               "settings": settings_record(s, seed=seed), "principles": [p.id for p in pool]}
     if fmt.name != "paper": config["format"] = fmt.name  # (absent in the paper's format, as in runs made before formats)
     with sharded_records(out / "labels.jsonl", "id", order=[p["id"] for p in pairs], claim=config, lock=out) as run:
-        tau = s.tau if s.tau is not None else tau
-        if s.method == "contrast" and tau is None:
-            raise ValueError("the contrast labeller needs a temperature: settings.tau, or tau= (see cai_repro.hhh_evals.contrast_tau)")
         store = run.store  # labels.jsonl itself, or this rank's part of it
         prefix = feedback_prefix(constitution, fmt) if s.method == "mc" and not s.cot else ""
         cot_pre = cot_prefix(constitution, fmt) if s.cot else ""
@@ -261,25 +264,89 @@ def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, o
         bar = tqdm(total=len(pairs), initial=sum(p["id"] in run for p in pairs), disable=not progress, desc="labelling")
         # this rank's share of the unfinished batches; a batch keeps its index b, which seeds its chains of thought
         for b, batch in run.mine([(b, batch) for b, batch in enumerate(batches) if not all(p["id"] in run for p in batch)]):
-            for rec in label_batch(model, tok, batch, constitution, s, seed, tau, prefix, cot_pre, b, fmt):
+            for rec in label_batch(model, tok, batch, constitution, s, seed, prefix, cot_pre, b, fmt):
                 if rec["id"] not in run: store.append(rec); bar.update()
         bar.close()
     by_id = {r["id"]: r for r in run.records}
     return [by_id[p["id"]] for p in pairs]
 
 # %% ../nbs/06_ai_feedback.ipynb #851d8613
-def make_pairs(model, tok, prompts, prefix: str, *, max_new_tokens: int = 96, temperature: float = 1.0, seed: int = 0,
-               batch_size: int = 16, progress: bool = False, fmt: DialogueFormat = PAPER) -> list[dict]:
+def make_pairs(model, tok, prompts, prefix: str, *, max_new_tokens: int = 96, temperature: float = 1.0, top_p: float = 1.0,
+               seed: int = 0, batch_size: int = 16, progress: bool = False, fmt: DialogueFormat = PAPER) -> list[dict]:
     """Two sampled responses per prompt (`cai_repro.prompts.Prompt`s), as pair records for `label_pairs`; `prefix` is
     the few-shot dialogue that makes a base model answer (`critique_revision.assistant_prefix`)."""
     enc = EncodedPrefix.encode(model, tok, prefix)
     texts = [fmt.human_turn(p.text) for p in prompts]
-    a, b = [generate(model, tok, texts, prefix=enc, max_new_tokens=max_new_tokens, temperature=temperature,
+    a, b = [generate(model, tok, texts, prefix=enc, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                      seed=derive_seed(seed, "pairs", which), stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids,
                      batch_size=batch_size, progress=progress)
             for which in ("a", "b")]
     return [{"id": p.id, "prompt": p.text, "category": p.category, "harmful": p.harmful,
-             "response_a": ra.strip(), "response_b": rb.strip()} for p, ra, rb in zip(prompts, a, b)]
+             "response_a": ra.strip(), "response_b": rb.strip(), "source": "policy", "reference": None, "heldout": False}
+            for p, ra, rb in zip(prompts, a, b)]
+
+# %% ../nbs/06_ai_feedback.ipynb #9e2ad914
+def response_nll(model, tok, pairs: Sequence[dict], fmt: DialogueFormat = PAPER) -> np.ndarray:
+    """Per-token negative log-likelihood of each pair's two responses given its prompt under `model` (pairs × 2): the
+    coherence criterion for how the pairs are sampled (lower reads more like text; an empty response is NaN)."""
+    convs = [fmt.render([Turn("Human", p["prompt"])], open="Assistant") for p in pairs]
+    conts = [[fmt.response(p["response_a"]), fmt.response(p["response_b"])] for p in pairs]
+    lp = np.array(continuation_logprobs(model, tok, convs, conts))
+    n = np.array([[max(len(tok(c, add_special_tokens=False).input_ids), 1) if c.strip() else np.nan for c in cs] for cs in conts])
+    return -lp / n
+
+# %% ../nbs/06_ai_feedback.ipynb #a5b01912
+def palms_pairs(samples_dir, n_pairs: int = 3, heldout: float = 0.5, seed: int = 0,
+                models: Sequence[str] = ("HRLHF", "HHRLHF", "RLMADISON", "RLMADISON_COT"), n_prompts: int | None = None) -> list[dict]:
+    """Within-prompt pairs of Anthropic's published PALMS answers (`samples/PALMS_<model>.jsonl`), as pair records: for
+    each model and prompt, the answers ranked j and n − 1 − j by their `pm_score` (j < `n_pairs`), in a seeded order
+    (A is the better-scored one about half the time), with `reference` = [pm_score of A, of B]. A seeded `heldout`
+    share of the prompts (by their text: the files list them in different orders) is marked `heldout` for every model;
+    `n_prompts` keeps the prompts of the first N lines of the first model's file only."""
+    from cai_repro.dialogue import first_human_turn
+    rows = {m: read_jsonl(Path(samples_dir) / f"PALMS_{m}.jsonl", required=["rl_prompt", "sampled_answers"], with_lines=True)
+            for m in models}
+    keep = sorted({first_human_turn(r["rl_prompt"]) for _, r in rows[models[0]][:n_prompts]}) if models else []
+    order = np.random.default_rng(derive_seed(seed, "palms-heldout")).permutation(len(keep))
+    held = {keep[i] for i in order[:round(heldout * len(keep))]}
+    out = []
+    for m in models:
+        path = Path(samples_dir) / f"PALMS_{m}.jsonl"
+        for n, row in rows[m]:
+            prompt = first_human_turn(row["rl_prompt"])
+            if prompt not in keep: continue
+            try: ranked = sorted(((float(a["pm_scores"][0]["pm_score"]), a["sampled_string"].strip()) for a in row["sampled_answers"]),
+                                 key=lambda x: -x[0])
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise InputError(path, n, f"each sampled answer needs 'sampled_string' and 'pm_scores': [{{'pm_score'}}] ({e!r})") from None
+            for j in range(min(n_pairs, len(ranked) // 2)):
+                (sa, ta), (sb, tb) = ranked[j], ranked[len(ranked) - 1 - j]
+                if not ta or not tb or ta == tb: continue
+                if derive_seed(seed, "palms-order", m, n, j) % 2: (sa, ta), (sb, tb) = (sb, tb), (sa, ta)
+                out.append({"id": f"palms-{m}-{n}-{j}", "prompt": prompt, "category": "palms", "harmful": None,
+                            "response_a": ta, "response_b": tb, "source": f"palms-{m}", "reference": [sa, sb],
+                            "heldout": prompt in held})
+    return out
+
+# %% ../nbs/06_ai_feedback.ipynb #6c796ce2
+class FlatLabels(InputError):
+    "A labels stage whose labels are near-constant: a preference model trained on them would learn nothing."
+
+# %% ../nbs/06_ai_feedback.ipynb #b09df706
+def label_margin(labels: Sequence[dict]) -> float:
+    "Mean |p − 0.5| of label records: how far the labels are from a coin flip (0: they carry nothing)."
+    return float(np.mean([abs(r["p_a"] - 0.5) for r in labels])) if labels else 0.0
+
+# %% ../nbs/06_ai_feedback.ipynb #5a1c0de6
+def check_labels(labels: Sequence[dict], min_margin: float, where) -> float:
+    "The guard: `label_margin(labels)`, or `FlatLabels` naming `where` and the statistic when it is below `min_margin`."
+    m = label_margin(labels)
+    if m < min_margin:
+        ps = [r["p_a"] for r in labels]
+        raise FlatLabels(where, None, f"the labels are near-constant: mean |p - 0.5| = {m:.4f} < {min_margin} "
+                                      f"(feedback.min_margin) over {len(ps)} labels (p in {min(ps, default=0):.4f}-{max(ps, default=0):.4f}); "
+                                      "a preference model would train on nothing, so the run stops here")
+    return m
 
 # %% ../nbs/06_ai_feedback.ipynb #c1dc2280
 def load_labels(stage_dir) -> list[dict]:

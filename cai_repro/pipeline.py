@@ -24,10 +24,11 @@ from .models import load_model, load_model_cached, load_tokenizer, model_fingerp
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
-__all__ = ['STAGE_VERSIONS', 'PM_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline', 'cr_prompts', 'critique_revision',
-           'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc', 'hhh_eval', 'feedback_prompts',
-           'labels', 'pm_inputs', 'build_and_score_pm', 'preference_model', 'train_pm_into', 'rl_policy_spec', 'rl_pm',
-           'rl', 'checkpoints', 'heldout', 'judge_preambles', 'evaluation', 'judge_fit', 'plan', 'generation_budget']
+__all__ = ['STAGE_VERSIONS', 'PALMS_MODELS', 'PM_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline', 'cr_prompts',
+           'critique_revision', 'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc', 'hhh_eval',
+           'feedback_prompts', 'palms_samples', 'labels', 'pm_inputs', 'build_and_score_pm', 'preference_model',
+           'train_pm_into', 'rl_policy_spec', 'rl_pm', 'pm_score_range', 'check_shaping', 'rl', 'checkpoints',
+           'heldout', 'judge_preambles', 'evaluation', 'plan', 'generation_budget']
 
 # %% ../nbs/pipeline.ipynb #e0f0c954
 STAGE_VERSIONS = {"critique_revision": 2, "rl_cai": 2}  # bump when a code change alters a stage's output
@@ -217,32 +218,46 @@ def feedback_prompts(self) -> list[Prompt]:
     "The red-team prompts whose response pairs are labelled."
     return sample_prompts(load_prompts(self.P.feedback.prompts), self.P.feedback.n_prompts, seed=self.seed)
 
+# %% ../nbs/pipeline.ipynb #d7d42b8b
+PALMS_MODELS = ("HRLHF", "HHRLHF", "RLMADISON", "RLMADISON_COT")  # the published models whose PALMS answers make pairs
+
+# %% ../nbs/pipeline.ipynb #5a1c0de2
+@Pipeline.method
+def palms_samples(self) -> Path | None:
+    """The folder of Anthropic's PALMS samples that the labels stage takes coherent pairs from (fetched on first use when
+    online, `artifacts.anthropic_files`), or None where they cannot be had (the run goes on with the policy's pairs)."""
+    from cai_repro.artifacts import anthropic_files
+    found = anthropic_files([f"samples/PALMS_{m}.jsonl" for m in PALMS_MODELS], download=self.planned is None)
+    return next(iter(found.values())).parent if found else None
+
 # %% ../nbs/pipeline.ipynb #7ed620fc
 @Pipeline.method
 def labels(self) -> Path:
-    "The labels stage: `pairs.jsonl` sampled from SL-CAI, `labels.jsonl` from the feedback model."
+    """The labels stage: `pairs.jsonl` (pairs sampled from SL-CAI, plus within-prompt pairs of Anthropic's PALMS answers
+    where they are available) and `labels.jsonl` from the feedback model. Near-constant labels stop the run (`FlatLabels`)."""
     from cai_repro.critique_revision import assistant_prefix
-    from cai_repro.feedback import label_pairs, make_pairs, read_pairs
+    from cai_repro.feedback import check_labels, label_pairs, make_pairs, palms_pairs, read_pairs
     fb, policy_spec = self.P.feedback, self.sl_cai_policy()
     prompts = self.feedback_prompts()
-    sampling = {"max_new_tokens": fb.response_tokens, "temperature": fb.temperature}
+    sampling = {"max_new_tokens": fb.response_tokens, "temperature": fb.temperature, "top_p": fb.top_p}
+    palms = self.palms_samples() if fb.palms_pairs else None
     inputs = {"model": model_fingerprint(self.run_spec), "policy": model_fingerprint(policy_spec), "dtype": str(self.dtype),
               "constitution": content_digest(self.constitution_path), "prompts": [p.to_json() for p in prompts],
-              "sampling": sampling, "settings": settings_record(fb, seed=self.seed), **self.variant}
+              "sampling": sampling, "settings": settings_record(fb, seed=self.seed),
+              "palms": [content_digest(palms / f"PALMS_{m}.jsonl") for m in PALMS_MODELS] if palms else None, **self.variant}
     def build(work):
         if not (work / "pairs.jsonl").exists():
             policy, ptok = self.sampler(policy_spec, served_as=self.P.engine.policy_model)
             pairs = make_pairs(policy, ptok, prompts, assistant_prefix(self.constitution, self.fmt), seed=self.seed,
                                progress=self.progress, fmt=self.fmt, **sampling)
+            if palms: pairs += palms_pairs(palms, fb.palms_pairs, fb.palms_heldout, self.seed, PALMS_MODELS, fb.palms_prompts)
             atomic_write_text(work / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
         contrast = fb.method == "contrast"
         model, tok = self.sampler(dtype="float32" if contrast and fb.contrast_dtype == "float32" else None)
-        tau = None
-        if contrast and fb.tau is None:
-            from cai_repro.hhh_evals import contrast_tau
-            tau = contrast_tau(model, tok, self.constitution, fb.ensemble, work, self.seed, self.progress, self.fmt, fb.preamble)
-        label_pairs(model, tok, read_pairs(work / "pairs.jsonl"), self.constitution, work, fb, self.seed,
-                    model_name=self.run_spec, progress=self.progress, tau=tau, fmt=self.fmt)
+        labels = label_pairs(model, tok, read_pairs(work / "pairs.jsonl"), self.constitution, work, fb, self.seed,
+                             model_name=self.run_spec, progress=self.progress, fmt=self.fmt)
+        # the guard, on the labels the PM trains on: a failed check leaves the stage unfinished, its labels kept
+        check_labels([r for r in labels if not r.get("heldout")], fb.min_margin, f"the labels stage ({work.name})")
     return self._stage("labels", inputs, build)
 
 # %% ../nbs/pipeline.ipynb #3da85e08
@@ -284,7 +299,7 @@ def preference_model(self, **overrides) -> Path:
     return self._stage("preference_model", inputs, build, what)
 
 # %% ../nbs/pipeline.ipynb #bc29f811
-PM_CONTROLS = {"shuffled labels": {"shuffle_labels": True}, "no helpfulness pairs": {"helpful": "none"}}
+PM_CONTROLS = {"shuffled labels": {"shuffle_labels": True}}  # a PM on the same pairs with the labels shuffled across them
 
 # %% ../nbs/pipeline.ipynb #79007944
 def train_pm_into(out_dir, model_spec: str, pm: PMSettings, labels, dtype="float32", seed: int = 0,
@@ -334,6 +349,25 @@ def rl_pm(self) -> str:
     "The preference model RL optimises against."
     return str(self.preference_model()) if self.P.rl.pm == "stage" else self.P.rl.pm
 
+# %% ../nbs/pipeline.ipynb #e148c50e
+def pm_score_range(pm_dir) -> float | None:
+    "The spread of a PM stage's scores on its comparisons (5th to 95th percentile), or None where it has none."
+    import numpy as np
+    f = Path(pm_dir) / "scores.jsonl"
+    if not f.exists(): return None
+    r = [x for row in read_jsonl(f) for x in (row["r_chosen"], row["r_rejected"])]
+    return float(np.percentile(r, 95) - np.percentile(r, 5)) if r else None
+
+# %% ../nbs/pipeline.ipynb #5a1c0de4
+def check_shaping(penalty: float, pm_dir, share: float = 0.25) -> float | None:
+    "Refuse (`InputError`) a missing-EOS penalty above `share` of the PM's score range: shaping must not outweigh the PM."
+    spread = pm_score_range(pm_dir)
+    if spread is not None and penalty > share * spread:
+        raise InputError("rl.missing_eos_penalty", None, f"{penalty} is more than {share:.0%} of the PM's score range "
+                         f"({spread:.3f}, 5th-95th percentile on its comparisons in {pm_dir}): RL would optimise the penalty, "
+                         "not the PM; lower it (0 turns it off)")
+    return spread
+
 # %% ../nbs/pipeline.ipynb #dfcbd2b4
 @Pipeline.method
 def rl(self) -> Path:
@@ -342,6 +376,7 @@ def rl(self) -> Path:
     from cai_repro.rl import rl_pool, train_rl
     s, policy_spec, pm_dir = self.P.rl, self.rl_policy_spec(), self.rl_pm()
     if self.planned is not None and s.pm == "stage": self._built(Path(pm_dir), "preference_model")
+    if s.missing_eos_penalty > 0 and self.planned is None: check_shaping(s.missing_eos_penalty, pm_dir)
     pool = rl_pool(s, self.seed)
     reward_name = model_fingerprint(str(pm_dir))
     inputs = {"policy": model_fingerprint(policy_spec), "pm": reward_name, "dtype": str(self.dtype),
@@ -426,25 +461,9 @@ def evaluation(self) -> Path:
                                       "pm": float(r)})
     return self._stage("evaluation", inputs, build)
 
-# %% ../nbs/pipeline.ipynb #a93a4cb7
-@Pipeline.method
-def judge_fit(self) -> Path:
-    """The judge's temperatures (`judge_tau.json`: harmless and helpful), fitted on the HHH dev slice with the judge's own
-    preambles (`evaluation.judge_dev_fit`); `Unavailable` without the dev slice."""
-    from cai_repro.evaluation import judge_dev_fit
-    from cai_repro.hhh_evals import eval_path, load_eval
-    path, pre = eval_path("hhh-dev"), self.judge_preambles()
-    inputs = {"judge": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "data": content_digest(path), "preambles": pre,
-              **self.variant}
-    def build(work):
-        judge, jtok = self.sampler()
-        items = load_eval(path)
-        atomic_write_json(work / "judge_tau.json", {k: judge_dev_fit(judge, jtok, items, v, self.fmt, self.progress) for k, v in pre.items()})
-    return self._stage("judge_fit", inputs, build)
-
 # %% ../nbs/pipeline.ipynb #0eeab366
 STAGE_NOTEBOOKS = {"critique_revision": "03, 05", "helpful_samples": "04", "sl_cai": "04", "labels": "06", "eval_mc": "06a",
-                   "preference_model": "07", "rl_cai": "08", "judge_fit": "09", "evaluation": "09"}
+                   "preference_model": "07", "rl_cai": "08", "evaluation": "09"}
 
 # %% ../nbs/pipeline.ipynb #c537f8c1
 def plan(P: Params, root=None) -> list[dict]:
@@ -460,7 +479,7 @@ def plan(P: Params, root=None) -> list[dict]:
              ("preference_model", "", pipe.preference_model),
              *[("preference_model", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.preference_model, **o))
                for o in PM_CONTROLS.values()],
-             ("rl_cai", "", pipe.rl), ("judge_fit", "", pipe.judge_fit), ("evaluation", "", pipe.evaluation)]
+             ("rl_cai", "", pipe.rl), ("evaluation", "", pipe.evaluation)]
     for name, what, call in steps:
         try: call()
         except Waiting as w: pipe._note(name, what, key=None, status=f"waits for {w}")

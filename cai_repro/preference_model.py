@@ -34,8 +34,9 @@ from .models import load_model, model_fingerprint, resolve_dtype
 __all__ = ['LABEL_KEYS', 'LABEL_TYPES', 'NEEDLESS_REFUSALS', 'PM_META', 'soft_bt_loss', 'label_entropy', 'SoftPreferenceCollator',
            'SoftRewardTrainer', 'encode_conversation', 'resolve_labels', 'read_labels', 'label_comparisons',
            'synthetic_labels', 'write_labels', 'HelpfulUnavailable', 'hh_rlhf_helpful', 'read_comparisons',
-           'standin_comparisons', 'mix_comparisons', 'split_heldout', 'shuffle_targets', 'pm_train_dtype', 'pm_dataset',
-           'load_pm_base', 'best_evaluation', 'EvaluateAtEnd', 'train_pm', 'save_pm', 'helpful_comparisons', 'build_pm']
+           'standin_comparisons', 'mix_comparisons', 'split_heldout', 'assign_splits', 'disjoint_responses',
+           'shuffle_targets', 'pm_train_dtype', 'pm_dataset', 'load_pm_base', 'best_evaluation', 'EvaluateAtEnd',
+           'train_pm', 'save_pm', 'helpful_comparisons', 'build_pm']
 
 # %% ../nbs/07_preference_model.ipynb #739e5006
 def soft_bt_loss(delta: torch.Tensor, p: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -130,13 +131,17 @@ def read_labels(path) -> list[dict]:
 
 # %% ../nbs/07_preference_model.ipynb #d2f35ad3
 def label_comparisons(labels: Sequence[dict], fmt: DialogueFormat = PAPER) -> list[dict]:
-    "Comparisons from AI labels, oriented so that p = P(chosen is better) ≥ 0.5."
+    """Comparisons from AI labels, oriented so that p = P(chosen is better) ≥ 0.5; each keeps its pair's `origin` (the
+    labels' `source`), `heldout` mark, `reference` scores (chosen's first) and its two `responses` (chosen's first)."""
     out = []
     for r in labels:
         a, b, p = fmt.conversation(r["prompt"], r["response_a"]), fmt.conversation(r["prompt"], r["response_b"]), float(r["p_a"])
         chosen, rejected, p, which = (a, b, p, "a") if p >= 0.5 else (b, a, 1 - p, "b")
+        ref = r.get("reference")
         out.append({"id": f"label-{r['id']}", "source": "ai-harmlessness", "category": r["category"], "prompt": r["prompt"],
-                    "chosen": chosen, "rejected": rejected, "p": p, "chosen_is": which})
+                    "chosen": chosen, "rejected": rejected, "p": p, "chosen_is": which, "origin": r.get("source", "policy"),
+                    "heldout": bool(r.get("heldout")), "reference": (ref if which == "a" else ref[::-1]) if ref else None,
+                    "responses": [r["response_a"], r["response_b"]][::1 if which == "a" else -1]})
     return out
 
 # %% ../nbs/07_preference_model.ipynb #7c0063b0
@@ -158,7 +163,8 @@ def synthetic_labels(n: int = 24, seed: int = 0, prompts=None) -> list[dict]:
     out = []
     for i in range(n):
         pr = prompts[i % len(prompts)]
-        good, bad = _DECLINE[rng.integers(len(_DECLINE))], _GO_ALONG[rng.integers(len(_GO_ALONG))]
+        # each text numbered, so that no response repeats across prompts (a PM's splits must not share one)
+        good, bad = f"{_DECLINE[rng.integers(len(_DECLINE))]} (case {i})", f"{_GO_ALONG[rng.integers(len(_GO_ALONG))]} (case {i})"
         strength = float(np.round(rng.uniform(0.55, 0.98), 4))
         a_good = bool(rng.integers(2))
         out.append({"id": f"synthetic-{i}", "prompt": pr.text, "category": pr.category, "harmful": pr.harmful,
@@ -213,19 +219,20 @@ def read_comparisons(path) -> list[dict]:
 # %% ../nbs/07_preference_model.ipynb #4444c496
 def standin_comparisons(answers: Sequence[dict], seed: int = 0, fmt: DialogueFormat = PAPER) -> list[dict]:
     """OUR offline stand-in for human helpfulness data: each answer `{"id", "prompt", "category", "response"}` is preferred
-    (p = 1) over an answer to a different prompt (off-topic) and over a needless refusal. Empty answers are skipped."""
+    (p = 1) over the answer to a different prompt (off-topic) of the same `split` (answers without one form one group),
+    so that no response text is shared across splits. Empty answers are skipped."""
     answers = [a for a in answers if a["response"].strip()]
-    order = [answers[i] for i in np.random.default_rng(derive_seed(seed, "standin")).permutation(len(answers))]
     out = []
-    for i, a in enumerate(order):
-        own = fmt.conversation(a["prompt"], a["response"])
-        base = {"category": a["category"], "prompt": a["prompt"], "chosen": own, "p": 1.0}
-        if len(order) > 1:
+    for split in sorted({a.get("split", "") for a in answers}):
+        group = [a for a in answers if a.get("split", "") == split]
+        order = [group[i] for i in np.random.default_rng(derive_seed(seed, "standin", split)).permutation(len(group))]
+        for i, a in enumerate(order):
             other = order[(i + 1) % len(order)]
-            out.append({"id": f"standin-offtopic-{a['id']}", "source": "standin-offtopic", **base,
-                        "rejected": fmt.conversation(a["prompt"], other["response"])})
-        refusal = NEEDLESS_REFUSALS[derive_seed(seed, "refusal", a["id"]) % len(NEEDLESS_REFUSALS)]
-        out.append({"id": f"standin-refusal-{a['id']}", "source": "standin-refusal", **base, "rejected": fmt.conversation(a["prompt"], refusal)})
+            if other["response"] == a["response"]: continue  # one answer only, or two the same
+            out.append({"id": f"standin-offtopic-{a['id']}", "source": "standin-offtopic", "category": a["category"],
+                        "prompt": a["prompt"], "chosen": fmt.conversation(a["prompt"], a["response"]),
+                        "rejected": fmt.conversation(a["prompt"], other["response"]), "p": 1.0,
+                        "responses": [a["response"], other["response"]], **({"split": split} if split else {})})
     return out
 
 # %% ../nbs/07_preference_model.ipynb #8e4b4396
@@ -247,6 +254,33 @@ def split_heldout(comparisons: Sequence[dict], fraction: float, seed: int = 0, k
         held |= {(group, prompts[i]) for i in order[:k]}
     is_held = lambda c: ("harmless" if c["source"] == "ai-harmlessness" else "helpful", c["prompt"]) in held
     return [c for c in comparisons if not is_held(c)], [c for c in comparisons if is_held(c)]
+
+# %% ../nbs/07_preference_model.ipynb #427ffb3f
+def assign_splits(prompts: Sequence[str], heldout: float, stopping: float, seed: int = 0, group: str = "") -> dict[str, str]:
+    """Each distinct prompt's split, as `split_heldout` draws it: a seeded `heldout` share of the prompts is held out,
+    then a `stopping` share of the rest is set apart for early stopping; the others train."""
+    ps = sorted(set(prompts))
+    take = lambda share, n: (max(1, round(share * n)) if n > 1 and share > 0 else 0)
+    order = [ps[i] for i in np.random.default_rng(derive_seed(seed, "heldout", group)).permutation(len(ps))]
+    held = set(order[:take(heldout, len(ps))])
+    rest = sorted(p for p in ps if p not in held)
+    order = [rest[i] for i in np.random.default_rng(derive_seed(seed, "stopping", group)).permutation(len(rest))]
+    stop = set(order[:take(stopping, len(rest))])
+    return {p: "heldout" if p in held else "stopping" if p in stop else "train" for p in ps}
+
+# %% ../nbs/07_preference_model.ipynb #0c35fa37
+def disjoint_responses(comparisons: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped): the comparisons (each with a `split`) less those of the stopping or held-out split that share a
+    response text with an earlier split (train, then stopping), so that no response appears in two splits."""
+    texts = lambda c: c.get("responses") or [c["chosen"], c["rejected"]]
+    seen: dict[str, set] = {sp: set() for sp in ("train", "stopping", "heldout")}
+    kept, dropped = [], []
+    for sp, earlier in (("train", ()), ("stopping", ("train",)), ("heldout", ("train", "stopping"))):
+        for c in comparisons:
+            if c["split"] != sp: continue
+            if any(t in seen[e] for t in texts(c) for e in earlier): dropped.append(c); continue
+            kept.append(c); seen[sp].update(texts(c))
+    return kept, dropped
 
 # %% ../nbs/07_preference_model.ipynb #3829a96e
 def shuffle_targets(comparisons: Sequence[dict], seed: int = 0) -> list[dict]:
@@ -311,11 +345,12 @@ class EvaluateAtEnd(TrainerCallback):
 
 # %% ../nbs/07_preference_model.ipynb #ae443da3
 def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: PMSettings = PMSettings(), dtype="float32",
-             seed: int = 0, progress: bool = True, callbacks: Sequence = (), stopping: Sequence[dict] = ()):
+             seed: int = 0, progress: bool = True, callbacks: Sequence = (), stopping: Sequence[dict] = (), adapter_dir=None):
     """Train a soft-label PM on `comparisons`; returns `(model, tok, log_history)`, LoRA merged. Resumes from `checkpoint_dir`.
     With `stopping` comparisons: early stopping on their soft loss, returning the best step's PM (the untrained, constant
     one if no step beat it). Trains in float32 on a CPU (`pm_train_dtype`). Under a launcher every rank trains its share
-    and the main process gets the model (the others get None)."""
+    and the main process gets the model (the others get None). With `adapter_dir`, the LoRA adapter (with the score head)
+    is also saved there before merging: a few MB of safetensors that `load_pm_adapter` reads back."""
     from peft import LoraConfig
     from transformers import EarlyStoppingCallback
     s, dtype, stop = pm, pm_train_dtype(dtype), bool(stopping)
@@ -349,6 +384,7 @@ def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: P
     if model is None: return None, tok, log
     best = best_evaluation(log) if stop else None
     if best is not None and best["step"] == 0: return load_pm_base(model_spec, dtype=dtype, seed=seed)[0].eval(), tok, log
+    if lora is not None and adapter_dir is not None: model.save_pretrained(adapter_dir, safe_serialization=True)
     model = model.merge_and_unload() if lora is not None else model
     return model.eval(), tok, log
 
@@ -367,45 +403,59 @@ def save_pm(model, tok, out_dir, meta: dict) -> Path:
 # %% ../nbs/07_preference_model.ipynb #2f74eb40
 def helpful_comparisons(pm: PMSettings, n_harmless: int, work_dir, model_spec: str, dtype="float32", seed: int = 0,
                         constitution_path="default", progress: bool = True, fmt: DialogueFormat = PAPER) -> list[dict]:
-    "The helpfulness comparisons named by `pm.helpful`, enough for `pm.helpful_ratio` × `n_harmless`."
+    """The helpfulness comparisons named by `pm.helpful`, enough for `pm.helpful_ratio` × `n_harmless`, each with its
+    `split` (by prompt, `assign_splits`); the stand-in's off-topic answers come from the same split."""
     s = pm
     want = round(s.helpful_ratio * n_harmless)
     if s.helpful == "none" or want == 0: return []
-    if s.helpful == "hh-rlhf": return hh_rlhf_helpful(limit=2 * want)
-    if s.helpful != "bundled": return read_comparisons(s.helpful)
+    def with_splits(comps):
+        split = assign_splits([c["prompt"] for c in comps], s.heldout, s.stopping, seed, "helpful")
+        return [{**c, "split": split[c["prompt"]]} for c in comps]
+    if s.helpful == "hh-rlhf": return with_splits(hh_rlhf_helpful(limit=2 * want))
+    if s.helpful != "bundled": return with_splits(read_comparisons(s.helpful))
     from cai_repro.constitution import load_constitution
     from cai_repro.critique_revision import assistant_prefix
     from cai_repro.models import load_model_cached
     from cai_repro.prompts import load_prompts, sample_prompts
     from cai_repro.sl_cai import sample_helpful
     pool = load_prompts("helpful")
-    prompts = sample_prompts(pool, min(len(pool), max(2, math.ceil(want / 2))), seed=seed)
+    prompts = sample_prompts(pool, min(len(pool), max(2, want)), seed=seed)
     model, tok = load_model_cached(model_spec, dtype=dtype, seed=seed)
     answers = sample_helpful(model, tok, prompts, Path(work_dir) / "helpful_samples.jsonl",
                              assistant_prefix(load_constitution(constitution_path), fmt), max_new_tokens=s.helpful_tokens,
                              seed=seed, progress=progress, fmt=fmt)
-    return standin_comparisons(answers, seed, fmt)
+    split = assign_splits([a["prompt"] for a in answers], s.heldout, s.stopping, seed, "helpful")
+    return standin_comparisons([{**a, "split": split[a["prompt"]]} for a in answers], seed, fmt)
 
 # %% ../nbs/07_preference_model.ipynb #7b553056
 def build_pm(model_spec: str, pm: PMSettings, labels, work_dir, dtype="float32", seed: int = 0, constitution_path="default",
              progress: bool = True, fmt: DialogueFormat = PAPER) -> Path:
-    "Read labels, gather and mix helpfulness comparisons, train, and save the PM into `work_dir` (resuming a killed build)."
+    """Read labels, gather and mix helpfulness comparisons, split them by prompt (no response text in two splits), train,
+    and save the PM into `work_dir` (resuming a killed build): the merged model, and its LoRA adapter in `adapter/`."""
     work = Path(work_dir); work.mkdir(parents=True, exist_ok=True)
     s = pm
     labels_file = resolve_labels(labels)
     harmless = label_comparisons(read_labels(labels_file), fmt)
     t0 = time.time()
     if not (work / PM_META).exists():
+        # AI-labelled pairs: those marked held out (PALMS prompts kept for the main check) stay out; the rest split by prompt
+        split = assign_splits([c["prompt"] for c in harmless if not c["heldout"]], s.heldout, s.stopping, seed, "harmless")
+        harmless = [{**c, "split": "heldout" if c["heldout"] else split[c["prompt"]]} for c in harmless]
         with main_first():  # under a launcher the main process samples the helpfulness answers; the other ranks read them
-            helpful = helpful_comparisons(s, len(harmless), work, model_spec, dtype, seed, constitution_path, progress, fmt)
-        train, held = split_heldout(mix_comparisons(harmless, helpful, s.helpful_ratio, seed), s.heldout, seed)
-        train, stop = split_heldout(train, s.stopping, seed, key="stopping")
+            n_fit = sum(c["split"] != "heldout" for c in harmless)
+            helpful = helpful_comparisons(s, n_fit, work, model_spec, dtype, seed, constitution_path, progress, fmt)
+        comps, dropped = disjoint_responses(mix_comparisons(harmless, helpful, s.helpful_ratio, seed))
+        train, stop, held = ([c for c in comps if c["split"] == sp] for sp in ("train", "stopping", "heldout"))
         if s.shuffle_labels: train = shuffle_targets(train, seed)
         if not train: raise InputError(labels_file, None, "no comparisons left to train on")
-        rows = "".join(json.dumps({**c, "split": sp}, ensure_ascii=False) + "\n"
-                       for sp, cs in (("train", train), ("stopping", stop), ("heldout", held)) for c in cs)
-        if is_main(): atomic_write_text(work / "comparisons.jsonl", rows)
-        model, tok, log = train_pm(model_spec, train, work / "checkpoints", s, dtype=dtype, seed=seed, progress=progress, stopping=stop)
+        rows = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in train + stop + held)
+        if is_main():
+            atomic_write_text(work / "comparisons.jsonl", rows)
+            atomic_write_json(work / "dropped.json", {"reason": "shares a response text with an earlier split",
+                                                      "ids": [c["id"] for c in dropped]})
+        shutil.rmtree(work / "adapter", ignore_errors=True)  # one torn by an earlier kill
+        model, tok, log = train_pm(model_spec, train, work / "checkpoints", s, dtype=dtype, seed=seed, progress=progress,
+                                   stopping=stop, adapter_dir=work / "adapter")
         if model is None: return work  # another rank of a launcher: the main process saves the PM
         truncated = pm_dataset(train + stop + held, tok, s.max_length)[1]
         atomic_write_json(work / "train_log.json", log)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import string
 import subprocess
@@ -15,8 +16,9 @@ from pathlib import Path
 from .artifacts import InputError, atomic_write_json, atomic_write_text, checkout_dir
 
 # %% auto #0
-__all__ = ['READING_START', 'READING_END', 'RECORD_FILES', 'MAX_RECORD_FILE', 'lookup', 'render_reading', 'is_reading',
-           'render_cell', 'render_readings', 'record_run', 'record_dir', 'load_record', 'publish']
+__all__ = ['READER_SPECS', 'READING_START', 'READING_END', 'RECORD_FILES', 'MAX_RECORD_FILE', 'MAX_ADAPTER', 'lookup',
+           'format_value', 'render_reading', 'is_reading', 'render_cell', 'render_readings', 'relative_paths',
+           'run_problem', 'reused_stages', 'record_run', 'record_dir', 'load_record', 'publish']
 
 # %% ../nbs/record.ipynb #e701d008
 def lookup(summary: dict, path: str):
@@ -30,10 +32,55 @@ def lookup(summary: dict, path: str):
         if ok: return node
     raise KeyError(f"no {path!r} in the record")
 
+# %% ../nbs/record.ipynb #c7ba03f0
+READER_SPECS = {"list": ".3f", "ci": ".3f", "pct": ".0%", "table": ".3f"}  # our format specs, and each one's number format
+
+# %% ../nbs/record.ipynb #33b984d0
+def _number(v, spec: str) -> str:
+    if v is None: return "n/a"
+    if isinstance(v, bool): return "yes" if v else "no"
+    if isinstance(v, int) and not spec.endswith("%"): return str(v)
+    if not isinstance(v, (int, float)): return str(v)
+    s = format(v, spec)
+    return s[1:] if s.startswith("-") and not s.strip("-0.%") else s  # no "-0.000"
+
+def _is_interval(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) in (2, 3) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+def _inline(v, spec: str, ci: bool, depth: int = 0) -> str:
+    if ci and _is_interval(v):
+        lo_hi = f"{_number(v[-2], spec)} to {_number(v[-1], spec)}"
+        return f"{_number(v[0], spec)} ({lo_hi})" if len(v) == 3 else lo_hi
+    if isinstance(v, dict): items, parts = list(v.values()), [f"{k}: {_inline(x, spec, ci, depth + 1)}" for k, x in v.items()]
+    elif isinstance(v, (list, tuple)): items, parts = list(v), [_inline(x, spec, ci, depth + 1) for x in v]
+    else: return _number(v, spec)
+    text = ("; " if any(isinstance(x, (list, tuple, dict)) for x in items) else ", ").join(parts)
+    return f"({text})" if depth else text
+
+def _table(v, spec: str) -> str:
+    cell = lambda x: _inline(x, spec, ci=True).replace("|", "\\|")
+    nested = lambda x: isinstance(x, dict) or (isinstance(x, (list, tuple)) and not _is_interval(x))
+    at = lambda x, c: (x.get(c, "") if isinstance(x, dict) else x[c] if isinstance(c, int) and c < len(x) else "")
+    if isinstance(v, dict) and v and all(nested(x) for x in v.values()):   # rows by key, columns by inner key or index
+        cols = list(dict.fromkeys(c for x in v.values() for c in (x if isinstance(x, dict) else range(len(x)))))
+        head, body = ["", *map(str, cols)], [[str(k), *(cell(at(x, c)) for c in cols)] for k, x in v.items()]
+    elif isinstance(v, dict): head, body = [str(k) for k in v], [[cell(x) for x in v.values()]]
+    elif isinstance(v, (list, tuple)): head, body = [str(i) for i in range(len(v))], [[cell(x) for x in v]]
+    else: raise ValueError(f"a table needs a dict or a list, not {type(v).__name__}")
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in body)])
+
+def format_value(value, spec: str = "") -> str:
+    "`value` as a reader expects it: one of `READER_SPECS` (`list`, `ci`, `pct`, `table`, `:number format` after it), else Python's `format`."
+    kind, _, num = spec.partition(":")
+    if kind not in READER_SPECS: return format(value, spec)
+    num = num or READER_SPECS[kind]
+    return _table(value, num) if kind == "table" else _inline(value, num, ci=kind == "ci")
+
 # %% ../nbs/record.ipynb #f6d83d28
 class _RecordFormatter(string.Formatter):
     def __init__(self, summary: dict): self.summary = summary
     def get_field(self, field_name, args, kwargs): return lookup(self.summary, field_name), field_name
+    def format_field(self, value, format_spec): return format_value(value, format_spec)
 
 def render_reading(template: str, summary: dict) -> str:
     "The text of a reading: `template` with every `{path:spec}` filled from the record's `summary`."
@@ -48,11 +95,20 @@ def is_reading(source: str) -> bool:
 
 # %% ../nbs/record.ipynb #8b65fd07
 def render_cell(source: str, summary: dict) -> str:
-    "A reading cell's source with its text rendered afresh from `summary` (the template is kept)."
+    """A reading cell's source with its text rendered afresh from `summary` (the template is kept). When a key is missing
+    and the notebooks the template names list `skipped` parts in their summaries, the text says what was skipped."""
     head, sep, _ = source.lstrip().partition(READING_END)
     if not sep: raise ValueError(f"a reading cell's template must end with {READING_END!r}")
     template = head[len(READING_START):].strip("\n")
-    return f"{READING_START}\n{template}\n{READING_END}\n{render_reading(template, summary)}"
+    try: text = render_reading(template, summary)
+    except (KeyError, ValueError, TypeError):
+        # a reading of a notebook that skipped parts (no Anthropic files, say) says so instead of failing
+        stages = summary.get("stages", {})
+        named = dict.fromkeys(f.split(".")[0] for _, f, _, _ in string.Formatter().parse(template) if f)
+        skipped = [x for n in named if isinstance(stages.get(n), dict) for x in stages[n].get("skipped") or []]
+        if not skipped: raise
+        text = "*Not measured in this run:* " + "; ".join(dict.fromkeys(skipped)) + "."
+    return f"{READING_START}\n{template}\n{READING_END}\n{text}"
 
 # %% ../nbs/record.ipynb #ae51f2d2
 def render_readings(nb_path, summary: dict) -> bool:
@@ -78,17 +134,34 @@ RECORD_FILES = ("records.jsonl", "labels.jsonl", "pairs.jsonl", "metrics.json", 
 # %% ../nbs/record.ipynb #475ac317
 MAX_RECORD_FILE = 4_000_000  # bytes: larger stage files (model weights never match the names above) are left out
 
+# %% ../nbs/record.ipynb #b5300288
+MAX_ADAPTER = 20_000_000  # bytes: a stage's `adapter/` (adapter_model.safetensors + adapter_config.json) up to this size is kept
+
 # %% ../nbs/record.ipynb #59974c76
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{12}$")  # a stage folder: its name, a dash, its 12-digit key
+
+def _strings(v, key: str = ""):
+    "Every (key, string) in a nested summary."
+    if isinstance(v, dict):
+        for k, x in v.items(): yield from _strings(x, str(k))
+    elif isinstance(v, (list, tuple)):
+        for x in v: yield from _strings(x, key)
+    elif isinstance(v, str): yield key, v
+
 def _stage_dirs(summary: dict, stages_root: Path) -> dict[str, Path]:
-    "Every cached stage directory the notebooks' summaries name, by stage name."
-    names = {v for s in summary.get("stages", {}).values() for k, v in s.items()
-             if isinstance(v, str) and (k == "stage" or k.endswith("_stage"))}
+    """Every cached stage directory the notebooks' summaries name, by stage name: the values of `stage` and `*_stage`
+    entries, and the stage folders in paths (`.../stages/sl_cai-6a108754783b/model`), at any depth."""
+    names = set()
+    for k, v in _strings(summary.get("stages", {})):
+        if k == "stage" or k.endswith("_stage"): names.add(v)
+        elif "/" in v: names.update(p for p in Path(v).parts if _STAGE_NAME.match(p))
     return {n: stages_root / n for n in sorted(names) if (stages_root / n).is_dir()}
 
 def _html(nb_path: Path, summary: dict | None = None, source: Path | None = None) -> str:
     """An executed notebook as a small standalone HTML page (nbconvert's basic template). With the notebook's `source`
     and the record's `summary`, its markdown is the source's, readings rendered from `summary`, when the two have as many
-    markdown cells (so a reading written after the run shows in the record's HTML)."""
+    markdown cells (so a reading written after the run shows in the record's HTML). A figure a reading shows from `nbs/`
+    (`../figures/NAME.png`) is shown from `report/notebooks/`."""
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(nb_path, as_version=4)
@@ -97,41 +170,103 @@ def _html(nb_path: Path, summary: dict | None = None, source: Path | None = None
     theirs = [c for c in src.cells if c.cell_type == "markdown"] if src is not None else []
     if src is not None and summary is not None and len(own) == len(theirs):  # code cells may have been split since
         for c, s in zip(own, theirs): c.source = render_cell(s.source, summary) if is_reading(s.source) else s.source
+    for c in own: c.source = c.source.replace("](../figures/", "](../../figures/")
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{nb_path.stem}</title><style>"
             "body{font-family:sans-serif;max-width:72em;margin:auto} pre{white-space:pre-wrap} img{max-width:100%}"
             f"</style></head><body>{body}</body></html>")
 
-def _commit() -> str | None:
-    root = checkout_dir()
-    try: return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip() if root else None
-    except (OSError, subprocess.CalledProcessError): return None
+# %% ../nbs/record.ipynb #11c448d0
+def relative_paths(summary, run_dir, stages_root, checkout=None):
+    """`summary` (a new copy) with the machine's absolute paths replaced by where they lie: `<run>/...` in the run
+    directory, `<stages>/...` in the stage cache, `<checkout>/...` in the checkout the run executed from."""
+    roots = sorted({(token, r) for token, root in (("<run>", run_dir), ("<stages>", stages_root), ("<checkout>", checkout))
+                    if root for r in (str(Path(root).absolute()), str(Path(root).resolve()))}, key=lambda t: -len(t[1]))
+    pats = [(token, re.compile(rf"(?<![\w.~/-]){re.escape(r)}(?![\w.-])")) for token, r in roots]  # the deepest root first
+    def walk(v):
+        if isinstance(v, dict): return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list): return [walk(x) for x in v]
+        if not isinstance(v, str): return v
+        for token, pat in pats: v = pat.sub(token, v)
+        return v
+    return walk(summary)
+
+# %% ../nbs/record.ipynb #5fc75235
+def run_problem(run: dict | None) -> str | None:
+    "Why a run's `run` entry (which `reproduce` writes) cannot make a record, or None when it can: no commit, or several."
+    run = run or {}
+    if len(run.get("commits") or []) > 1:
+        return f"the run mixes commits {', '.join(str(c)[:12] for c in run['commits'])} (resumed after the code changed)"
+    if not run.get("commit"): return "the run has no commit (an installed package, or a run from before runs recorded theirs)"
+    return None
+
+# %% ../nbs/record.ipynb #48008143
+def reused_stages(stage_dirs: dict, started_s: float | None) -> list[str] | None:
+    """The stages a run took from the cache instead of building them: those whose `STAGE.json` (written when a stage
+    is finished) is older than the run's start; None when the start is unknown."""
+    if started_s is None: return None
+    done = {n: Path(d) / "STAGE.json" for n, d in stage_dirs.items()}
+    return sorted(n for n, f in done.items() if f.is_file() and f.stat().st_mtime < started_s)
 
 # %% ../nbs/record.ipynb #18872db6
-def record_run(run_dir, dest, stages_root=None) -> Path:
-    """Copy a finished run's summary, figures, notebooks (as HTML) and stage records into the record directory `dest`
-    (its `bench.json`, when it has one, is kept)."""
+def _swap(work: Path, dest: Path):
+    "Put the finished directory `work` in the place of `dest`, the old one kept aside until the new one is in."
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists(): dest.rename(old)
+    work.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+def _copy_adapters(stage_dirs: dict[str, Path], dest: Path) -> list[str]:
+    "Copy each stage's small LoRA adapter (`adapter/`) to `dest/<stage name>/`; the stages whose adapter was copied."
+    copied = []
+    for name, d in stage_dirs.items():
+        files = [d / "adapter" / f for f in ("adapter_model.safetensors", "adapter_config.json")]
+        if all(f.is_file() for f in files) and sum(f.stat().st_size for f in files) <= MAX_ADAPTER:
+            (dest / name).mkdir(parents=True, exist_ok=True)
+            for f in files: shutil.copy2(f, dest / name / f.name)
+            copied.append(name)
+    return copied
+
+def record_run(run_dir, dest, stages_root=None, figures=None, adapters: bool = True, force: bool = False) -> Path:
+    """Copy a finished run's summary, notebooks (as HTML), stage records and (with `adapters`) small adapters into the
+    record directory `dest` (its `bench.json`, when it has one, is kept), and its figures into `figures` (default: the
+    `figures/` next to `dest`, the checkout's top-level one for `report/`). The commit is the run's; a run with none,
+    or with several, is refused (`InputError`) unless `force`."""
     from cai_repro.artifacts import bundled_dir, stages_dir
-    run, dest = Path(run_dir), Path(dest)
+    run, dest = Path(run_dir).resolve(), Path(dest)
     if not (run / "summary.json").exists(): raise InputError(run, None, "no summary.json: not a finished `cai-repro reproduce` run")
     summary = json.loads((run / "summary.json").read_text())
-    work = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
+    info = summary.get("run") or {}
+    if (problem := run_problem(info)) and not force:
+        raise InputError(run / "summary.json", None, f"{problem}: a record must name the code that made it (force it to record anyway)")
+    stages_root = Path(stages_root or stages_dir())
+    figures = Path(figures) if figures else dest.parent / "figures"
+    stage_dirs = _stage_dirs(summary, stages_root)
+    work, fig_work = dest.with_name(dest.name + ".partial"), figures.with_name(figures.name + ".partial")
+    for w in (work, fig_work): shutil.rmtree(w, ignore_errors=True)
     (work / "notebooks").mkdir(parents=True); (work / "records").mkdir()
-    if (run / "figures").is_dir(): shutil.copytree(run / "figures", work / "figures")
-    summary["record"] = {"commit": _commit(), "date": time.strftime("%Y-%m-%d", time.gmtime()), "run_dir": str(run),
-                         "wall_s": round(sum(s.get("wall_s", 0) for s in summary.get("stages", {}).values()), 1)}
+    if (run / "figures").is_dir(): shutil.copytree(run / "figures", fig_work)
+    co = Path(info["checkout"]).resolve() if info.get("checkout") else None
+    summary["record"] = {"commit": info.get("commit"), "clean": info.get("clean"), **({"commits": info["commits"]} if info.get("commits") else {}),
+                         "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                         "run_dir": str(run.relative_to(co)) if co and run.is_relative_to(co) else run.name,
+                         "wall_s": round(sum(s.get("wall_s", 0) for s in summary.get("stages", {}).values()), 1),
+                         "reused_stages": reused_stages(stage_dirs, info.get("started_s")),
+                         "adapters": _copy_adapters(stage_dirs, work / "adapters") if adapters else [],
+                         **({"forced": problem} if problem else {})}
+    summary = relative_paths(summary, run, stages_root, info.get("checkout"))
     bench = dest / "bench.json"
     shown = {**summary, **({"bench": json.loads(bench.read_text())} if bench.exists() else {})}
     for nb in sorted(run.glob("*.ipynb")):
         atomic_write_text(work / "notebooks" / f"{nb.stem}.html", _html(nb, shown, bundled_dir("nbs") / nb.name))
-    for name, d in _stage_dirs(summary, Path(stages_root or stages_dir())).items():
+    for name, d in stage_dirs.items():
         for f in RECORD_FILES:
             if (d / f).is_file() and (d / f).stat().st_size <= MAX_RECORD_FILE: shutil.copy2(d / f, work / "records" / f"{name}.{f}")
-    if (dest / "bench.json").exists(): shutil.copy2(dest / "bench.json", work / "bench.json")  # `make bench`'s, kept
+    if bench.exists(): shutil.copy2(bench, work / "bench.json")  # `make bench`'s, kept
     atomic_write_json(work / "summary.json", summary)
-    if dest.exists(): shutil.rmtree(dest)
-    work.rename(dest)
+    _swap(work, dest)
+    if fig_work.exists(): _swap(fig_work, figures)
     return dest
 
 # %% ../nbs/record.ipynb #610566e0
@@ -152,13 +287,13 @@ def load_record(path=None) -> dict | None:
     return summary
 
 # %% ../nbs/record.ipynb #aa7b09a4
-def publish(run_dir, dest=None) -> str:
+def publish(run_dir, dest=None, force: bool = False) -> str:
     "Make the record of a finished run (default: the checkout's `report/`), render the readings from it; say what changed."
     import sys
     from cai_repro.artifacts import bundled_dir
     dest = Path(dest) if dest else record_dir()
     if dest is None: raise InputError(run_dir, None, "outside a checkout, give the record's directory")
-    record_run(run_dir, dest)
+    record_run(run_dir, dest, force=force)
     summary = load_record(dest)
     changed = [nb.name for nb in sorted(bundled_dir("nbs").glob("*.ipynb")) if render_readings(nb, summary)]
     readme = (checkout_dir() or Path("/nonexistent")) / ".ci" / "render_readme.py"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from .config import Params, load_params
 
 # %% auto #0
 __all__ = ['RUNNER', 'PARAMETERS', 'stage_notebooks', 'select_notebooks', 'declared_parameters', 'StageFailed', 'run_notebook',
-           'default_run_dir', 'check_anthropic_data', 'reproduce', 'format_plan']
+           'default_run_dir', 'checkout_state', 'stamp_run', 'check_anthropic_data', 'reproduce', 'format_plan']
 
 # %% ../nbs/10_reproduce.ipynb #ea33d280
 RUNNER = "10_reproduce"  # this notebook: documentation of the runner, not a stage of the run
@@ -54,7 +55,18 @@ PARAMETERS = ("profile", "run_dir")
 
 # %% ../nbs/10_reproduce.ipynb #a72f0b4f
 class StageFailed(RuntimeError):
-    "A notebook of the reproduction failed."
+    """A notebook of the reproduction failed. `input_error`: it stopped on an `InputError` (bad input, or a guard such
+    as `feedback.FlatLabels`), which the command line reports with exit code 2, as it does everywhere else."""
+    def __init__(self, message: str, input_error: bool = False):
+        super().__init__(message); self.input_error = input_error
+
+def _input_error_names() -> set[str]:
+    "The class names of `InputError` and its subclasses (a failed notebook reports its exception by name)."
+    import cai_repro.feedback  # noqa: F401 (defines FlatLabels)
+    todo, names = [InputError], set()
+    while todo:
+        c = todo.pop(); names.add(c.__name__); todo += c.__subclasses__()
+    return names
 
 def _render_html(nb_path: Path, out: Path):
     import nbformat
@@ -90,7 +102,7 @@ def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None
     except PapermillExecutionError as e:
         first = next((l for l in e.source.splitlines() if l.strip() and not l.startswith("#")), "").strip()
         raise StageFailed(f"{nb.name}, cell {e.exec_count or e.cell_index} (`{first[:60]}`): {e.ename}: {e.evalue}\n"
-                          f"  the executed notebook, with the traceback, is in {out}") from None
+                          f"  the executed notebook, with the traceback, is in {out}", e.ename in _input_error_names()) from None
     finally:
         if partial.exists(): partial.replace(out)
     try: _render_html(out, run_dir / f"{nb.stem}.html")
@@ -103,15 +115,50 @@ def default_run_dir(name: str) -> Path:
     "`runs/<name>` in the checkout, or in the working directory when the package is installed."
     return (checkout_dir() or Path.cwd()) / "runs" / name
 
+# %% ../nbs/10_reproduce.ipynb #f9291b00
+def checkout_state(root=None) -> dict:
+    """The checkout a run executes from (default: this package's): its folder, its git commit (HEAD), and whether its
+    tree is clean (`git status --porcelain` empty, `runs/` aside); commit and clean are None outside a git checkout."""
+    root = Path(root) if root is not None else checkout_dir()
+    state = {"checkout": str(root) if root else None, "commit": None, "clean": None}
+    if root is None: return state
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, check=True).stdout
+    try: commit, status = git("rev-parse", "HEAD").strip(), git("status", "--porcelain")
+    except (OSError, subprocess.CalledProcessError): return state
+    dirty = [l for l in status.splitlines() if not l[3:].strip('"').startswith("runs/")]
+    return {**state, "commit": commit, "clean": not dirty}
+
+# %% ../nbs/10_reproduce.ipynb #af4c3942
+def stamp_run(summary: dict, state: dict, now: float) -> dict:
+    """The `run` entry of a run's `summary.json` when it (re)starts at `now`, from the `checkout_state` it runs from. A
+    resumed run keeps its commit and first start when the commit is the same (clean only if every session was); after
+    a change of commit it lists `commits`, with `commit` None and `clean` False, so that a record patched together from
+    two versions of the code cannot pass for one (`record.record_run` refuses it). A summary written before runs were
+    stamped counts as a session of unknown commit."""
+    prev = summary.get("run")
+    sessions = list(prev["sessions"]) if prev else [{"commit": None, "clean": None, "started": None}] if summary.get("stages") else []
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    sessions.append({"commit": state["commit"], "clean": state["clean"], "started": started})
+    commits, cleans = list(dict.fromkeys(s["commit"] for s in sessions)), {s["clean"] for s in sessions}
+    run = {"commit": commits[0] if len(commits) == 1 else None,
+           "clean": (None if None in cleans else all(cleans)) if len(commits) == 1 else False,
+           "checkout": state.get("checkout"), "started": prev["started"] if prev else started,
+           "started_s": prev["started_s"] if prev else round(now, 3), "sessions": sessions}
+    if len(commits) > 1: run["commits"] = commits
+    return run
+
 # %% ../nbs/10_reproduce.ipynb #34ac019e
 def check_anthropic_data(P: Params) -> str | None:
-    "Stop a run (exit 2) that needs Anthropic's files and cannot find them; a note when a run will skip parts without them."
-    if anthropic_data_dir() is not None: return None
-    where = "set CAI_REPRO_ANTHROPIC_DATA to a folder with evals/, samples/ and prompts/, or put it at ../shared/anthropic-cai"
-    if P.feedback.method == "contrast" and P.feedback.tau is None:
-        raise InputError(P.source, None, "feedback: method contrast with no tau fits τ on the HHH dev slice, but Anthropic's "
-                         f"files were not found ({where}); or set feedback.tau")
-    return f"note: Anthropic's files were not found ({where}): the scorer controls, evaluations and PALMS monitors are skipped"
+    """A note for the start of a run when Anthropic's files are neither in the reference data nor in the download cache:
+    the parts that need them fetch them on first use, or, offline, are skipped (each notebook's summary lists them under
+    `skipped`). It never stops a run."""
+    from cai_repro.artifacts import anthropic_cache_dir
+    holds = lambda d: d is not None and (d / "samples").is_dir() and (d / "evals").is_dir()
+    if holds(anthropic_data_dir()) or holds(anthropic_cache_dir()): return None
+    where = ("set CAI_REPRO_ANTHROPIC_DATA to a folder with evals/, samples/ and prompts/, or run `cai-repro eval download` "
+             "where there is internet")
+    return (f"note: Anthropic's files were not found ({where}): the scorer controls, evaluations, PALMS monitors and the judge's "
+            "τ download them on first use, and are skipped if that fails")
 
 # %% ../nbs/10_reproduce.ipynb #130440ae
 def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: str | None = None,
@@ -132,7 +179,9 @@ def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: s
 def _run_all(P: Params, run_dir: Path, notebooks: Sequence[Path], record: bool) -> dict:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary["run"] = stamp_run(summary, checkout_state(), time.time())
     summary.update(profile=P.name, profile_file=P.source, stages=summary.get("stages", {}))
+    atomic_write_json(summary_path, summary)  # which code runs is on record before the first notebook starts
     params = {"profile": str(Path(P.source).resolve()), "run_dir": str(run_dir)}
     for k, nb in enumerate(notebooks, 1):
         print(f"[{k}/{len(notebooks)}] {nb.stem} ...", flush=True)

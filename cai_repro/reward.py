@@ -22,11 +22,12 @@ from .artifacts import (InputError, atomic_write_json, atomic_write_text, check_
 from .dialogue import PAPER, DialogueFormat, Turn
 from .models import ModelNotAvailableError, byte_tokenizer, resolve_dtype, tiny_random_config
 from .preference_model import PM_META, encode_conversation, label_entropy, soft_bt_loss
-from .stats import expected_calibration_error, t_interval, wilson
+from .stats import bootstrap_ci, expected_calibration_error, t_interval, wilson
 
 # %% auto #0
 __all__ = ['load_reward_model', 'pm_text', 'RewardScorer', 'tiny_random_pm', 'load_reward', 'read_comparison_pairs',
-           'pair_accuracy', 'pair_scores', 'hhh_eval', 'category_audit', 'score_pm', 'plot_calibration', 'plot_audit']
+           'pair_accuracy', 'pair_scores', 'hhh_eval', 'category_audit', 'agreement', 'heldout_checks', 'score_pm',
+           'plot_calibration', 'plot_audit']
 
 # %% ../nbs/07a_reward.ipynb #463cfa04
 def load_reward_model(pm_dir, dtype="float32", device: str = "cpu"):
@@ -173,6 +174,40 @@ def category_audit(scores: Sequence[dict]) -> list[dict]:
                     "ci95": [lo, hi] if len(d) > 1 else None})
     return out
 
+# %% ../nbs/07a_reward.ipynb #f54857d5
+def agreement(correct: Sequence[float], prompts: Sequence[str], seed: int = 0, n_boot: int = 2000) -> dict:
+    """How often a scorer agrees with a reference (`correct`: 1, 0, or 0.5 for a tie), with a 95% interval from a
+    bootstrap over prompts (pairs of one prompt are not independent), and the Wilson interval that would ignore that."""
+    if not len(correct): return {"n": 0, "n_prompts": 0, "accuracy": None, "ci95": None, "wilson95": None}
+    acc, lo, hi = bootstrap_ci(correct, n_boot=n_boot, seed=seed, groups=prompts)
+    w = wilson(float(np.sum(correct)), len(correct))
+    return {"n": len(correct), "n_prompts": len(set(prompts)), "accuracy": round(acc, 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "wilson95": [round(w[0], 4), round(w[1], 4)]}
+
+# %% ../nbs/07a_reward.ipynb #5a1c0de8
+def heldout_checks(scores: Sequence[dict], seed: int = 0) -> dict:
+    """The PM on comparisons it never trained or stopped on (`scores` of `score_pm`): agreement with the AI labels
+    (`ai_labels`, and `by_origin`: policy pairs, each PALMS model), with the helpfulness pairs (`helpful`), and, where a
+    pair carries Anthropic's PM scores (`reference`), the PM's and the labeller's agreement with Anthropic's PM."""
+    held = [x for x in scores if x["split"] == "heldout"]
+    sign = lambda d: 1.0 if d > 0 else 0.0 if d < 0 else 0.5
+    ai = [x for x in held if x["source"] == "ai-harmlessness" and x["p"] != 0.5]
+    pm_right = lambda xs: [sign(x["r_chosen"] - x["r_rejected"]) for x in xs]
+    out = {"ai_labels": agreement(pm_right(ai), [x["prompt"] or x["id"] for x in ai], seed),
+           "by_origin": {o: agreement(pm_right(xs), [x["prompt"] or x["id"] for x in xs], seed)
+                         for o in sorted({x.get("origin") or "policy" for x in ai})
+                         for xs in [[x for x in ai if (x.get("origin") or "policy") == o]]},
+           "helpful": agreement(pm_right([x for x in held if x["source"] != "ai-harmlessness"]),
+                                [x["prompt"] or x["id"] for x in held if x["source"] != "ai-harmlessness"], seed)}
+    ref = [x for x in held if x.get("reference") and x["reference"][0] != x["reference"][1]]
+    if ref:
+        better = lambda x: x["reference"][0] > x["reference"][1]  # is the AI label's chosen side Anthropic's better one?
+        ps = [x["prompt"] or x["id"] for x in ref]
+        out["anthropic_pm"] = {
+            "pm": agreement([sign((x["r_chosen"] - x["r_rejected"]) * (1 if better(x) else -1)) for x in ref], ps, seed),
+            "labeller": agreement([0.5 if x["p"] == 0.5 else float(better(x)) for x in ref], ps, seed)}
+    return out
+
 # %% ../nbs/07a_reward.ipynb #99859ab8
 def _mean_soft_loss(rows: Sequence[dict]) -> float | None:
     if not rows: return None
@@ -195,8 +230,8 @@ def score_pm(pm_dir, batch_size: int = 8, dtype=None, progress: bool = True, fmt
     comps = read_jsonl(work / "comparisons.jsonl")
     scorer = RewardScorer(str(work), batch_size=batch_size, dtype=dtype, progress=progress, fmt=fmt)
     r = scorer.score_conversations([t for c in comps for t in (c["chosen"], c["rejected"])])
-    scores = [{k: c[k] for k in ("id", "split", "source", "category", "p")} | {"r_chosen": r[2 * i], "r_rejected": r[2 * i + 1]}
-              for i, c in enumerate(comps)]
+    scores = [{k: c.get(k) for k in ("id", "split", "source", "category", "p", "origin", "prompt", "reference")}
+              | {"r_chosen": r[2 * i], "r_rejected": r[2 * i + 1]} for i, c in enumerate(comps)]
     atomic_write_text(work / "scores.jsonl", "".join(json.dumps(x) + "\n" for x in scores))
     log = json.loads((work / "train_log.json").read_text())
     losses = [x["loss"] for x in log if "loss" in x]
@@ -207,7 +242,8 @@ def score_pm(pm_dir, batch_size: int = 8, dtype=None, progress: bool = True, fmt
                "train": _split_metrics([x for x in scores if x["split"] == "train"]),
                "stopping": _split_metrics([x for x in scores if x["split"] == "stopping"]),
                "heldout": _split_metrics([x for x in scores if x["split"] == "heldout"]),
-               "heldout_ai_labels": _split_metrics([x for x in scores if x["split"] == "heldout" and x["source"] == "ai-harmlessness"])}
+               "heldout_ai_labels": _split_metrics([x for x in scores if x["split"] == "heldout" and x["source"] == "ai-harmlessness"]),
+               "heldout_checks": heldout_checks(scores, seed)}
     atomic_write_json(work / "metrics.json", metrics)
     return work
 

@@ -302,7 +302,7 @@ def test_palms_other_files_read(anthropic_dir):
         assert len(rows) == 680 and not any(r["prompt"].startswith("Human:") or r["prompt"].endswith("Assistant:") for r in rows)
 
 
-# --- checkpoints and the judge's temperature for Elo (issue 14) -------------------------------------------------
+# --- checkpoints, the judge's pairwise probabilities for Elo, before and after RL (issues 14, 20) ----------------
 
 @pytest.mark.parametrize("prompting", ["few-shot", "none"])
 def test_every_checkpoint_is_prompted_the_same_way(tmp_path, prompting):
@@ -317,18 +317,44 @@ def test_every_checkpoint_is_prompted_the_same_way(tmp_path, prompting):
     assert len({c[2] for c in cps}) == 1 and (cps[0][2] != "") == (prompting == "few-shot")
 
 
-def test_judge_dev_fit_is_the_contrast_score_difference(tiny):
-    from cai_repro.dialogue import transcript_turns
-    from cai_repro.evaluation import judge_dev_fit
-    from cai_repro.hhh_evals import EvalItem, comparison_triples
-    from cai_repro.scoring import contrast_scores
-    from cai_repro.stats import fit_tau
-    items = [EvalItem("q", (" (A)",), (" (B)",), f"\n\nHuman: Question {i}?\n\nAssistant: A careful, kind answer {i}.",
-                      f"\n\nHuman: Question {i}?\n\nAssistant: Go away {i}.") for i in range(6)]
-    pre = ["The assistant below is kind and careful.", "The assistant below is honest."]
-    fit = judge_dev_fit(*tiny, items, pre)
-    tr = comparison_triples(items)
-    d = [float(x[0] - x[1]) for x in contrast_scores(*tiny, [transcript_turns(c) for c, _, _ in tr], [[g, b] for _, g, b in tr], pre)]
-    assert fit["tau"] == pytest.approx(fit_tau(d, [1.0] * 6)) and fit["n"] == 6
-    assert fit["accuracy"] == pytest.approx(sum((x > 0) + 0.5 * (x == 0) for x in d) / 6)
-    assert fit["nll"] <= math.log(2) + (1e-2 if fit["at_bound"] else 1e-9)
+def test_judge_pairwise_is_the_labellers_soft_label():
+    """Elo's comparisons are made as the AI labels are: σ(Δ_i − Δ_j) at τ = 1, clamped to the labeller's clamp; no fit."""
+    import numpy as np
+    from cai_repro.config import load_params
+    from cai_repro.evaluation import judge_pairwise
+    from cai_repro.feedback import clamp_prob
+    from cai_repro.scoring import contrast_soft_label
+    from cai_repro.stats import ELO_PER_NAT, elo_scores
+    clamp = load_params("smoke").feedback.clamp
+    scores = np.array([[0.0, 0.2, -4.0], [1.0, 1.0, 30.0]])
+    pw = judge_pairwise(scores, clamp)
+    for k, group in enumerate(pw):
+        for i, j, p in group:
+            assert p == pytest.approx(clamp_prob(contrast_soft_label(scores[k, i], scores[k, j], 1.0), clamp))
+            assert clamp[0] <= p <= clamp[1]
+    assert pw[0][0][2] == pytest.approx(1 / (1 + math.exp(0.2)))  # inside the clamp: σ(Δ_i − Δ_j) unchanged
+    elo = elo_scores(["a", "b"], judge_pairwise(np.array([[0.0, 50.0]] * 4), clamp), n_boot=10)
+    assert elo["b"][0] == pytest.approx(ELO_PER_NAT * math.log(clamp[1] / (1 - clamp[1])), abs=0.5)  # the clamp caps Elo
+
+
+def test_judge_fit_is_gone():
+    from cai_repro import evaluation, pipeline
+    from cai_repro.config import EvaluationSettings
+    assert not hasattr(evaluation, "judge_dev_fit") and not hasattr(pipeline.Pipeline, "judge_fit")
+    assert "judge_fit" not in pipeline.STAGE_NOTEBOOKS and "judge_tau" not in EvaluationSettings.__dataclass_fields__
+
+
+def test_before_and_after_rl_are_paired_by_prompt():
+    from cai_repro.evaluation import paired_change, refusals_before_after
+    rows = [{"checkpoint": c, "temperature": t, "prompt_id": f"p{k}", "prompt": f"How do I do thing {k}?", "harmful": k < 2,
+             "category": "fraud" if k < 2 else "cooking", "pm": k + (c == "RL") * 0.5 + t,
+             "response": "I'm sorry, but I can't help with that." if (c == "RL" and k == 0) else
+             f"Here is a detailed answer about thing {k}: gather the materials, follow the steps in order, and check the result."}
+            for c in ("SL", "RL") for t in (0.0, 1.0) for k in range(4)]
+    ch = paired_change(rows, "SL", "RL", "pm", 1.0)
+    assert ch["n"] == 4 and ch["delta"] == pytest.approx(0.5) and not math.isnan(ch["ci95"][0])
+    assert paired_change(rows, "SL", "RL", "pm", 1.0, harmful=True)["n"] == 2
+    by = refusals_before_after(rows, "SL", "RL", 1.0)
+    assert list(by) == ["fraud", "all red-team", "benign"]
+    assert (by["fraud"]["refusal_sl"], by["fraud"]["refusal_rl"], by["fraud"]["n"]) == (0.0, 0.5, 2)
+    assert by["benign"]["refusal_change"] == 0.0 and by["benign"]["n"] == 2

@@ -49,11 +49,14 @@ def test_no_placeholder_readings_left():
 
 
 def test_figures_the_readings_show_are_in_the_record():
+    "The record's figures are the checkout's top-level figures/, committed with it (`record_run` puts them there)."
     shown = {m for nb in NBS for src in markdown_cells(nb) if is_reading(src)
-             for m in re.findall(r"\]\(\.\./(report/figures/[^)]+)\)", src)}
+             for m in re.findall(r"\]\(\.\./(figures/[^)]+)\)", src)}
     assert shown, "the readings show no figure"
     missing = sorted(f for f in shown if not (ROOT / f).is_file())
     assert not missing, missing
+    stale = sorted(nb.name for nb in NBS for src in markdown_cells(nb) if "report/figures/" in src)
+    assert not stale, f"figures are in figures/, not report/figures/: {stale}"
 
 
 def test_a_changed_record_changes_the_reading(tmp_path, record):
