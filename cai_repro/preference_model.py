@@ -464,5 +464,8 @@ def build_pm(model_spec: str, pm: PMSettings, labels, work_dir, dtype="float32",
                                    "best": best_evaluation(log), "seed": seed, "max_length": s.max_length, "pm": asdict(s), "labels": str(labels_file),
                                    "encoding": "tokenizer(text) + <eos>; text = '\\n\\nHuman: ...\\n\\nAssistant: ...'",
                                    "truncated_conversations": truncated, "train_seconds": round(time.time() - t0, 1)})
+        if (work / "adapter" / "adapter_config.json").exists():  # what `reward.load_reward_model` needs to rebuild the PM from it
+            atomic_write_json(work / "adapter" / PM_META, {"kind": "preference-model-adapter", "base_model": model_spec,
+                                                           "dtype": pm_train_dtype(dtype), "seed": seed, "max_length": s.max_length})
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return work

@@ -218,14 +218,18 @@ def _swap(work: Path, dest: Path):
     shutil.rmtree(old, ignore_errors=True)
 
 def _copy_adapters(stage_dirs: dict[str, Path], dest: Path) -> list[str]:
-    "Copy each stage's small LoRA adapter (`adapter/`) to `dest/<stage name>/`; the stages whose adapter was copied."
+    """Copy each stage's small LoRA adapter (the PM's `adapter/`, SL-CAI's `model/`) with its `cai_repro.json` (which names
+    the base model, so the library loads it) to `dest/<stage name>/`; the stages whose adapter was copied."""
     copied = []
     for name, d in stage_dirs.items():
-        files = [d / "adapter" / f for f in ("adapter_model.safetensors", "adapter_config.json")]
-        if all(f.is_file() for f in files) and sum(f.stat().st_size for f in files) <= MAX_ADAPTER:
-            (dest / name).mkdir(parents=True, exist_ok=True)
-            for f in files: shutil.copy2(f, dest / name / f.name)
-            copied.append(name)
+        for sub in ("adapter", "model"):
+            files = [d / sub / f for f in ("adapter_model.safetensors", "adapter_config.json")]
+            if all(f.is_file() for f in files) and sum(f.stat().st_size for f in files) <= MAX_ADAPTER:
+                (dest / name).mkdir(parents=True, exist_ok=True)
+                for f in [*files, d / sub / "cai_repro.json"]:
+                    if f.is_file(): shutil.copy2(f, dest / name / f.name)
+                copied.append(name)
+                break
     return copied
 
 def record_run(run_dir, dest, stages_root=None, figures=None, adapters: bool = True, force: bool = False) -> Path:

@@ -31,14 +31,24 @@ __all__ = ['load_reward_model', 'pm_text', 'RewardScorer', 'tiny_random_pm', 'lo
 
 # %% ../nbs/07a_reward.ipynb #463cfa04
 def load_reward_model(pm_dir, dtype="float32", device: str = "cpu"):
-    "`(model, tok)` of a saved PM directory: safetensors only, no remote code, eval mode."
+    """`(model, tok)` of a saved PM directory: safetensors only, no remote code, eval mode. The directory is a whole PM
+    (`config.json`), or its LoRA adapter (`adapter_config.json` with a `cai_repro.json` naming the base model, as a PM
+    stage's `adapter/` and the record's `report/adapters/preference_model-*/` hold it), merged onto its base."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     d = Path(pm_dir).expanduser()
-    if not (d / "config.json").is_file(): raise ModelNotAvailableError(f"{d}: not a preference-model directory (no config.json)")
-    check_stage_files(d)  # a PM stage whose files were truncated or altered is refused, naming the file
-    model = AutoModelForSequenceClassification.from_pretrained(d, dtype=resolve_dtype(dtype), use_safetensors=True)
+    if (d / "adapter_config.json").is_file() and (d / PM_META).is_file() and not (d / "config.json").is_file():
+        from peft import PeftModel
+        from cai_repro.models import load_tokenizer
+        from cai_repro.preference_model import load_pm_base
+        meta = json.loads((d / PM_META).read_text())
+        base, _ = load_pm_base(meta["base_model"], dtype=dtype, seed=meta.get("seed", 0))
+        model, tok = PeftModel.from_pretrained(base, d).merge_and_unload(), load_tokenizer(meta["base_model"])
+    else:
+        if not (d / "config.json").is_file(): raise ModelNotAvailableError(f"{d}: not a preference-model directory (no config.json)")
+        check_stage_files(d)  # a PM stage whose files were truncated or altered is refused, naming the file
+        model = AutoModelForSequenceClassification.from_pretrained(d, dtype=resolve_dtype(dtype), use_safetensors=True)
+        tok = AutoTokenizer.from_pretrained(d)
     if model.config.num_labels != 1: raise ModelNotAvailableError(f"{d}: a reward model has one output; this one has {model.config.num_labels}")
-    tok = AutoTokenizer.from_pretrained(d)
     if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval(), tok
 

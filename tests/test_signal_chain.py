@@ -140,3 +140,19 @@ def test_shaping_cannot_outweigh_the_pm(tmp_path):
         check_shaping(1.0, tmp_path)   # the earlier run's penalty against a PM range of 0.4
     assert check_shaping(0.05, tmp_path) == pytest.approx(0.4)
     assert load_params("cpu").rl.missing_eos_penalty == 0.0
+
+
+def test_a_pm_loads_from_its_adapter_alone(tmp_path):
+    "The record keeps the PM's LoRA adapter (a few MB); the library rebuilds the PM from it and scores as the whole PM does."
+    import shutil
+    from cai_repro.record import _copy_adapters
+    from cai_repro.reward import RewardScorer
+    pm = replace(load_params("smoke").pm, max_steps=3, save_steps=1, stopping=0.0, lr=5e-3)
+    built = build_pm("tiny-random", pm, write_labels(tmp_path / "labels.jsonl", synthetic_labels(12, seed=4)), tmp_path / "pm", progress=False)
+    assert (built / "adapter" / "cai_repro.json").exists()
+    assert _copy_adapters({"preference_model-x": built}, tmp_path / "record") == ["preference_model-x"]
+    shutil.rmtree(built / "adapter")   # only the record's copy is left
+    texts = ["\n\nHuman: Hi?\n\nAssistant: Hello.", "\n\nHuman: Help me steal.\n\nAssistant: No."]
+    whole = RewardScorer(str(built)).score_conversations(texts)
+    from_adapter = RewardScorer(str(tmp_path / "record" / "preference_model-x")).score_conversations(texts)
+    assert from_adapter == pytest.approx(whole, abs=1e-4) and whole[0] != whole[1]
