@@ -34,9 +34,9 @@ from .models import load_model, model_fingerprint, resolve_dtype
 __all__ = ['LABEL_KEYS', 'LABEL_TYPES', 'NEEDLESS_REFUSALS', 'PM_META', 'soft_bt_loss', 'label_entropy', 'SoftPreferenceCollator',
            'SoftRewardTrainer', 'encode_conversation', 'resolve_labels', 'read_labels', 'label_comparisons',
            'synthetic_labels', 'write_labels', 'HelpfulUnavailable', 'hh_rlhf_helpful', 'read_comparisons',
-           'standin_comparisons', 'mix_comparisons', 'split_heldout', 'assign_splits', 'disjoint_responses',
-           'shuffle_targets', 'pm_train_dtype', 'pm_dataset', 'load_pm_base', 'best_evaluation', 'EvaluateAtEnd',
-           'train_pm', 'save_pm', 'helpful_comparisons', 'build_pm']
+           'standin_comparisons', 'mix_comparisons', 'held_prompts', 'split_heldout', 'assign_splits',
+           'disjoint_responses', 'shuffle_targets', 'pm_train_dtype', 'pm_dataset', 'load_pm_base', 'best_evaluation',
+           'EvaluateAtEnd', 'train_pm', 'save_pm', 'helpful_comparisons', 'build_pm']
 
 # %% ../nbs/07_preference_model.ipynb #739e5006
 def soft_bt_loss(delta: torch.Tensor, p: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -242,31 +242,30 @@ def mix_comparisons(harmless: Sequence[dict], helpful: Sequence[dict], ratio: fl
     pick = np.random.default_rng(derive_seed(seed, "mix")).permutation(len(helpful))[:k]
     return list(harmless) + [helpful[i] for i in sorted(pick)]
 
+# %% ../nbs/07_preference_model.ipynb #5a1c0de9
+def held_prompts(prompts: Sequence[str], share: float, seed: int = 0, key: str = "heldout", group: str = "") -> set[str]:
+    "A seeded `share` of the distinct `prompts` (at least one when there are two or more and `share` > 0; none of one)."
+    ps = sorted(set(prompts))
+    k = max(1, round(share * len(ps))) if len(ps) > 1 and share > 0 else 0
+    return {ps[i] for i in np.random.default_rng(derive_seed(seed, key, group)).permutation(len(ps))[:k]}
+
 # %% ../nbs/07_preference_model.ipynb #a517cccb
 def split_heldout(comparisons: Sequence[dict], fraction: float, seed: int = 0, key: str = "heldout") -> tuple[list[dict], list[dict]]:
     "(train, held-out): a seeded `fraction` of each source group's prompts is held out with all its comparisons (`key`: the seed's)."
     held = set()
     for group in ("harmless", "helpful"):
         prompts = sorted({c["prompt"] for c in comparisons if (c["source"] == "ai-harmlessness") == (group == "harmless")})
-        if not prompts or fraction <= 0: continue
-        k = max(1, round(fraction * len(prompts))) if len(prompts) > 1 else 0
-        order = np.random.default_rng(derive_seed(seed, key, group)).permutation(len(prompts))
-        held |= {(group, prompts[i]) for i in order[:k]}
+        held |= {(group, q) for q in held_prompts(prompts, fraction, seed, key, group)}
     is_held = lambda c: ("harmless" if c["source"] == "ai-harmlessness" else "helpful", c["prompt"]) in held
     return [c for c in comparisons if not is_held(c)], [c for c in comparisons if is_held(c)]
 
 # %% ../nbs/07_preference_model.ipynb #427ffb3f
 def assign_splits(prompts: Sequence[str], heldout: float, stopping: float, seed: int = 0, group: str = "") -> dict[str, str]:
-    """Each distinct prompt's split, as `split_heldout` draws it: a seeded `heldout` share of the prompts is held out,
-    then a `stopping` share of the rest is set apart for early stopping; the others train."""
-    ps = sorted(set(prompts))
-    take = lambda share, n: (max(1, round(share * n)) if n > 1 and share > 0 else 0)
-    order = [ps[i] for i in np.random.default_rng(derive_seed(seed, "heldout", group)).permutation(len(ps))]
-    held = set(order[:take(heldout, len(ps))])
-    rest = sorted(p for p in ps if p not in held)
-    order = [rest[i] for i in np.random.default_rng(derive_seed(seed, "stopping", group)).permutation(len(rest))]
-    stop = set(order[:take(stopping, len(rest))])
-    return {p: "heldout" if p in held else "stopping" if p in stop else "train" for p in ps}
+    """Each distinct prompt's split, as `split_heldout` draws it (`held_prompts`): a seeded `heldout` share of the prompts
+    is held out, then a `stopping` share of the rest is set apart for early stopping; the others train."""
+    held = held_prompts(prompts, heldout, seed, "heldout", group)
+    stop = held_prompts([p for p in prompts if p not in held], stopping, seed, "stopping", group)
+    return {p: "heldout" if p in held else "stopping" if p in stop else "train" for p in sorted(set(prompts))}
 
 # %% ../nbs/07_preference_model.ipynb #0c35fa37
 def disjoint_responses(comparisons: Sequence[dict]) -> tuple[list[dict], list[dict]]:
@@ -350,7 +349,7 @@ def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: P
     With `stopping` comparisons: early stopping on their soft loss, returning the best step's PM (the untrained, constant
     one if no step beat it). Trains in float32 on a CPU (`pm_train_dtype`). Under a launcher every rank trains its share
     and the main process gets the model (the others get None). With `adapter_dir`, the LoRA adapter (with the score head)
-    is also saved there before merging: a few MB of safetensors that `load_pm_adapter` reads back."""
+    is also saved there before merging: a few MB of safetensors from which `reward.load_reward_model` rebuilds the PM."""
     from peft import LoraConfig
     from transformers import EarlyStoppingCallback
     s, dtype, stop = pm, pm_train_dtype(dtype), bool(stopping)
