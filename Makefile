@@ -90,9 +90,11 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --config="$(CURDIR)/.ci/jupyter_server_config.py" --notebook-dir="$(CURDIR)" \
 		--LabApp.default_url=/lab/tree/nbs/index.ipynb --port=$(LAB_PORT) --allow-root $(LAB_ARGS)
 
+# The performance suite; its record is report/bench.json (with the commit it measured). BENCH_ARGS=--quick: fewer items.
+BENCH_ARGS ?=
 bench: $(STAMP) $(LLAMA_STAMP)
 	mkdir -p report
-	$(BIN)/python benchmarks/run.py --json --out report/bench.json
+	$(BIN)/python benchmarks/run.py --json --out report/bench.json $(BENCH_ARGS)
 
 # Optional: nbdev's quarto site in _docs/. quarto is a separate install (https://quarto.org); nbdev would try to
 # download it, so we check first.

@@ -1,6 +1,7 @@
 """Render README.md from nbs/index.ipynb with nbconvert (nbdev's own README command needs quarto).
 
-Cells marked `#| hide` are dropped and other `#|` directives are stripped. `--check` writes nothing and exits 1 if
+Cells marked `#| hide` are dropped and other `#|` directives are stripped; links to `../figures/` (right from `nbs/`)
+become `figures/` (right from the README). `--check` writes nothing and exits 1 if
 README.md is out of date.
 """
 import sys
@@ -20,6 +21,7 @@ def render() -> str:
         if cell.cell_type == "code" and any(l.strip().startswith("#| hide") for l in lines):
             continue
         cell.source = "\n".join(l for l in lines if not l.strip().startswith("#|")).strip("\n")
+        if cell.cell_type == "markdown": cell.source = cell.source.replace("](../figures/", "](figures/")
         if cell.cell_type == "code": cell.outputs = []
         cells.append(cell)
     nb.cells = cells

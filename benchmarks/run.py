@@ -7,14 +7,18 @@ peak memory:
 
 | key | what |
 |---|---|
+| `scoring_prefix_speedup` | notebook 05's scorer-control workload with prompts that open alike sharing one encoding of the opening, against re-encoding every prompt whole (`scoring.py`) |
+| `scoring_prefix_speedup_mc` | the same on the multiple-choice labeller's prompts (few-shot demonstrations + question) |
 | `ceiling_prefill_tok_s` | tokens/s of the model body alone (no LM head) at batch 8 x 256: the most any prefill-bound stage can reach |
 | `labeling_speedup_vs_naive` | the multiple-choice labeller against one full forward per option with the LM head at every position |
 | `labeling_fraction_of_ceiling` | the labeller's prompt tokens/s over the ceiling: the median of rounds, each comparing a labeller run with the ceiling timed just before and after it |
 | `generation_speedup_vs_naive` | the critique -> revision loop against batch-1 `generate` re-encoding the few-shot prefix every call (float32) |
 | `generation_speedup_vs_naive_profile_dtype` | the same in the dtype the profiles sample in (`auto`: bfloat16 on CPUs that run it natively) |
 | `sft_fraction_of_plain`, `pm_fraction_of_plain` | training tokens/s of the SFT and PM trainers over a plain forward+backward loop |
+| `sft_loop_fraction_of_plain`, `sft_overhead_s` | the same for SFT's training loop alone (the trainer's `train_runtime`), and its seconds outside the loop (loading, dataset, saving) |
 | `engine_speedup_vs_local` | critique -> revision tokens/s through llama.cpp's server (`cai-repro serve --no-scoring`) over the in-process engine, same prompts and settings (embedded model only) |
 | `peak_rss_mb` | peak resident memory of each part's process |
+| `commit`, `clean` | the checkout measured: its git commit and whether its tree was clean |
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PARTS = {  # name -> (script, extra args); each prints one JSON object on its last line with --json
+    "scoring": ("scoring.py", []),
     "labeling": ("labeling.py", ["--dtype", "float32"]),
     "generation": ("generation.py", ["--dtype", "float32"]),
     "generation_profile_dtype": ("generation.py", ["--dtype", "auto"]),
@@ -50,6 +55,13 @@ def run_part(name: str, model: str, quick: bool) -> dict:
     return out
 
 
+def checkout() -> dict:
+    "The commit this suite measured and whether the tree was clean (None outside a git checkout)."
+    from cai_repro.reproduce import checkout_state
+    st = checkout_state(HERE.parent)
+    return {"commit": st["commit"], "clean": st["clean"]}
+
+
 def pick(d: dict, *keys):
     for k in keys:
         if k in d: return d[k]
@@ -69,9 +81,11 @@ def main(argv=None) -> int:
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         parts[name] = run_part(name, a.model, a.quick)
         print(f"[bench] {name}: {parts[name]}", file=sys.stderr, flush=True)
-    lab, gen, gen_auto, sft, pm, eng = (parts.get(k, {}) for k in ("labeling", "generation", "generation_profile_dtype", "sft", "pm", "engines"))
+    lab, gen, gen_auto, sft, pm, eng, sco = (parts.get(k, {}) for k in ("labeling", "generation", "generation_profile_dtype", "sft", "pm", "engines", "scoring"))
     summary = {
-        "model": a.model, "quick": a.quick,
+        "model": a.model, "quick": a.quick, **checkout(),
+        "scoring_prefix_speedup": pick(sco, "scoring_prefix_speedup"),
+        "scoring_prefix_speedup_mc": pick(sco, "scoring_prefix_speedup_mc"),
         "ceiling_prefill_tok_s": pick(lab, "ceiling_prefill_tok_s"),
         "labeling_speedup_vs_naive": pick(lab, "labeling_speedup_vs_naive"),
         "labeling_fraction_of_ceiling": pick(lab, "labeling_fraction_of_ceiling"),
@@ -81,6 +95,8 @@ def main(argv=None) -> int:
         "generation_speedup_vs_naive_profile_dtype": pick(gen_auto, "generation_speedup_vs_naive"),
         "generation_profile_dtype": pick(gen_auto, "generation_dtype"),
         "sft_fraction_of_plain": pick(sft, "sft_fraction_of_plain"),
+        "sft_loop_fraction_of_plain": pick(sft, "sft_loop_fraction_of_plain"),
+        "sft_overhead_s": pick(sft, "sft_overhead_s"),
         "pm_fraction_of_plain": pick(pm, "pm_fraction_of_plain", "fraction_of_plain"),
         "engine_speedup_vs_local": pick(eng, "engine_speedup_vs_local"),
         "peak_rss_mb": {k: pick(v, "peak_rss_mb", f"{k}_peak_rss_mb", "generation_peak_rss_mb", "sft_peak_rss_mb", "engine_peak_rss_mb") for k, v in parts.items()},

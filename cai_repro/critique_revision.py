@@ -18,7 +18,7 @@ from .config import CritiqueRevisionSettings, settings_record
 from .constitution import Constitution, CritiqueRevisionExample, load_constitution
 from .dialogue import PAPER, DialogueFormat, Turn
 from .distributed import sharded_records
-from .models import EncodedPrefix, generate
+from .models import EncodedPrefix, make_sampler
 from .monitors import CopyMeter, text_flags
 from .prompts import Prompt
 
@@ -84,6 +84,10 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
                     settings: CritiqueRevisionSettings = CritiqueRevisionSettings(), seed: int = 0, model_name: str = "",
                     progress: bool = True, initial: dict[str, str] | None = None, fmt: DialogueFormat = PAPER) -> list[dict]:
     """Run the critique → revision loop over `prompts`, appending one record per finished prompt to `out_dir/records.jsonl`.
+    Every chain advances on its own through one `Sampler` (continuous batching): when a text is done, the chain's next
+    request takes the freed slot ahead of new chains, and finished chains are written in input order (a chain that
+    finishes early waits for the ones before it, at most a batch or so). Each text samples with
+    its own seed (prompt id and step), so a record does not depend on what else was in flight.
     `initial` (prompt id → response) supplies the initial responses instead of sampling them: ablations start from the
     main run's, so their comparisons stay paired whatever the numerics of a different batch. Under `torchrun` or
     `accelerate launch` each rank takes its share of the prompts and the records are merged (`distributed.sharded_records`)."""
@@ -97,36 +101,50 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
         store = run.store  # records.jsonl itself, or this rank's part of it
         a_prefix, cr_prefix = assistant_prefix(constitution, fmt), critique_revision_prefix(constitution, s.direct, fmt)
         a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
-        encoded = {}  # the two prefixes, encoded once for the whole run
-        def sample(prefix, texts, max_new_tokens, batch, what):
-            if prefix not in encoded: encoded[prefix] = EncodedPrefix.encode(model, tok, prefix)
-            outs = generate(model, tok, texts, prefix=encoded[prefix], max_new_tokens=max_new_tokens,
-                            temperature=s.temperature, top_p=s.top_p, row_seeds=[derive_seed(seed, p.id, what) for p in batch],
-                            stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids, batch_size=len(texts))
-            return [o.strip() for o in outs]
-
         todo = run.mine([p for p in prompts if p.id not in run])
         if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
             raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
+        encoded = {pre: EncodedPrefix.encode(model, tok, pre) for pre in dict.fromkeys([a_prefix, cr_prefix])}  # once per run
+        sampler = make_sampler(model, tok, batch_size=s.batch_size, temperature=s.temperature, top_p=s.top_p,
+                               stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids)
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
-        for batch in [todo[i:i + s.batch_size] for i in range(0, len(todo), s.batch_size)]:
-            if initial is None: firsts = sample(a_prefix, [fmt.human_turn(p.text) for p in batch], s.initial_tokens, batch, "initial")
-            else: firsts = [initial[p.id] for p in batch]
-            drawn = [constitution.sample_critique_revision(s.revisions, seed, key=p.id) for p in batch]
-            steps = [[] for _ in batch]
-            for k in range(s.revisions):
-                chains = [chain_turns(p.text, r0, st) for p, r0, st in zip(batch, firsts, steps)]
-                critiques = ([None] * len(batch) if s.direct else
-                             sample(cr_prefix, [critique_prompt(c, d[k].critique_request, fmt) for c, d in zip(chains, drawn)],
-                                    s.critique_tokens, batch, f"critique{k}"))
-                revised = sample(cr_prefix, [revision_prompt(ch, d[k].critique_request, c, d[k].revision_request, fmt)
-                                             for ch, c, d in zip(chains, critiques, drawn)], s.revision_tokens, batch, f"revision{k}")
-                for st, c, r, d in zip(steps, critiques, revised, drawn):
-                    st.append({"principle_id": d[k].id, "critique_request": None if c is None else d[k].critique_request,
-                               "critique": c, "revision_request": d[k].revision_request, "revision": r})
-            for p, r0, st in zip(batch, firsts, steps):
-                store.append(make_record(p, r0, st, a_meter, cr_meter, s.copy_threshold))
-                bar.update()
+        chains: dict[str, dict] = {}  # prompt id -> its chain so far
+        done, written = {}, iter(todo)  # finished records waiting for the prompts before them; the order they are written in
+        nxt = next(written, None)
+
+        def ask(c: dict, what: str, prefix: str, text: str, tokens: int, first: bool):
+            sampler.submit((c["p"].id, what), text, prefix=encoded[prefix], seed=derive_seed(seed, c["p"].id, what),
+                           max_new_tokens=tokens, first=first)
+
+        def advance(c: dict, first: bool = True):
+            "Ask for the chain's next text, or write its record when it is complete."
+            k = len(c["steps"])
+            if k == s.revisions:
+                nonlocal nxt
+                done[c["p"].id] = make_record(c["p"], c["initial"], c["steps"], a_meter, cr_meter, s.copy_threshold)
+                del chains[c["p"].id]
+                while nxt is not None and nxt.id in done:
+                    store.append(done.pop(nxt.id)); bar.update(); nxt = next(written, None)
+                return
+            turns, d = chain_turns(c["p"].text, c["initial"], c["steps"]), c["drawn"][k]
+            if s.direct or "critique" in c:
+                ask(c, f"revision{k}", cr_prefix, revision_prompt(turns, d.critique_request, c.get("critique"), d.revision_request, fmt),
+                    s.revision_tokens, first)
+            else: ask(c, f"critique{k}", cr_prefix, critique_prompt(turns, d.critique_request, fmt), s.critique_tokens, first)
+
+        for p in todo:
+            c = chains[p.id] = {"p": p, "drawn": constitution.sample_critique_revision(s.revisions, seed, key=p.id), "steps": []}
+            if initial is None: ask(c, "initial", a_prefix, fmt.human_turn(p.text), s.initial_tokens, first=False)
+            else: c["initial"] = initial[p.id]; advance(c, first=False)
+        for (pid, what), text in sampler.run():
+            c, text = chains[pid], text.strip()
+            if what == "initial": c["initial"] = text
+            elif what.startswith("critique"): c["critique"] = text
+            else:
+                d, critique = c["drawn"][len(c["steps"])], c.pop("critique", None)
+                c["steps"].append({"principle_id": d.id, "critique_request": None if critique is None else d.critique_request,
+                                   "critique": critique, "revision_request": d.revision_request, "revision": text})
+            advance(c)
         bar.close()
     by_id = {r["id"]: r for r in run.records}
     return [by_id[p.id] for p in prompts]

@@ -5,6 +5,7 @@
 # %% ../nbs/00_models.ipynb #4737bb8d
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import json
@@ -20,9 +21,8 @@ from urllib.parse import urlparse
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gemma3TextConfig, GenerationConfig,
-                          LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerFast, StoppingCriteria,
-                          StoppingCriteriaList, TopPLogitsWarper)
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gemma3TextConfig, LogitsProcessor,
+                          PreTrainedTokenizerFast, StoppingCriteria, TopPLogitsWarper)
 from transformers.utils import logging as hf_logging
 
 from .artifacts import (Unavailable, atomic_dir, atomic_write_json, cache_dir, check_stage_files, content_digest,
@@ -33,7 +33,8 @@ __all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'CHATML_TEMPLATE', 'SAMPLER_VERSION', '
            'byte_tokenizer', 'tiny_random_config', 'load_tiny_random', 'tiny_chat_dir', 'convert_gguf',
            'embedded_model_dir', 'hub_reachable', 'load_model', 'load_tokenizer', 'model_fingerprint',
            'load_model_cached', 'head_weight_float32', 'final_logits', 'left_pad', 'Engine', 'EncodedPrefix',
-           'PerRowSampler', 'StopOnStrings', 'cut_at_stops', 'generate']
+           'merge_caches', 'drop_columns', 'PerRowSampler', 'StopOnStrings', 'cut_at_stops', 'Sampler', 'EngineSampler',
+           'make_sampler', 'generate']
 
 # %% ../nbs/00_models.ipynb #4a23fcba
 EMBEDDED_SPEC = "gemma-3-270m"
@@ -230,7 +231,7 @@ def load_tokenizer(spec: str = EMBEDDED_SPEC, trust_remote_code: bool = False):
     return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code))
 
 # %% ../nbs/00_models.ipynb #c306864a
-SAMPLER_VERSION = 2  # bump when `generate` draws different tokens for the same seed: every cached stage is rebuilt
+SAMPLER_VERSION = 3  # bump when `generate` draws different tokens for the same seed: every cached stage is rebuilt
 
 # %% ../nbs/00_models.ipynb #d8ac2798
 def model_fingerprint(spec: str) -> str:
@@ -325,21 +326,36 @@ class EncodedPrefix:
         return cache
 
 # %% ../nbs/00_models.ipynb #5ccba12d
-def _stack_caches(model, rows: Sequence[DynamicCache]) -> DynamicCache | None:
-    "Stack batch-1 caches of different lengths into one cache, left-padding each layer's keys and values."
-    ref = next((r for r in rows if r.get_seq_length() > 0), None)
-    if ref is None: return None  # nothing encoded yet: generate() starts from scratch
-    empty = lambda r, i, name: getattr(r.layers[i], name) if r.layers[i].is_initialized else getattr(ref.layers[i], name)[..., :0, :]
+def merge_caches(model, parts: Sequence[DynamicCache]) -> DynamicCache | None:
+    """Stack caches of any batch sizes whose rows all end at their last column into one, left-padding the shorter
+    parts' keys and values (sliding layers: the padded length seen so far is the longest). None when nothing is encoded."""
+    ref = next((r for r in parts if r.get_seq_length() > 0), None)
+    if ref is None: return None  # nothing encoded yet: decoding starts from scratch
+    def kv(r, i, name):  # a part with nothing encoded contributes zero columns
+        return getattr(r.layers[i], name) if r.layers[i].is_initialized else getattr(ref.layers[i], name)[:1, :, :0].expand(r_rows(r), -1, -1, -1)
+    r_rows = lambda r: next((l.keys.shape[0] for l in r.layers if l.is_initialized), 1)
     batch = DynamicCache(config=model.config)
     for i, layer in enumerate(batch.layers):
-        ks, vs = [empty(r, i, "keys") for r in rows], [empty(r, i, "values") for r in rows]
+        ks, vs = [kv(r, i, "keys") for r in parts], [kv(r, i, "values") for r in parts]
         L = max(k.shape[-2] for k in ks)
         layer.lazy_initialization(ks[0], vs[0])
         layer.keys = torch.cat([F.pad(k, (0, 0, L - k.shape[-2], 0)) for k in ks])
         layer.values = torch.cat([F.pad(v, (0, 0, L - v.shape[-2], 0)) for v in vs])
         if hasattr(layer, "cumulative_length"):  # sliding layers: the padded sequence length seen so far
-            layer.cumulative_length = max(r.layers[i].cumulative_length for r in rows)
+            layer.cumulative_length = max(r.layers[i].cumulative_length for r in parts)
     return batch
+
+# %% ../nbs/00_models.ipynb #8c1d2e01
+def drop_columns(cache: DynamicCache, n: int):
+    "Remove the first `n` columns of every layer in place: columns that are padding in every row of the batch."
+    for layer in cache.layers:
+        if not layer.is_initialized: continue
+        if hasattr(layer, "cumulative_length"):  # a sliding layer keeps only the last columns: keep what is still there
+            layer.cumulative_length -= n
+            keep = min(layer.cumulative_length, layer.keys.shape[-2])
+            layer.keys, layer.values = layer.keys[..., layer.keys.shape[-2] - keep:, :], layer.values[..., layer.values.shape[-2] - keep:, :]
+        else:
+            layer.keys, layer.values = layer.keys[..., n:, :], layer.values[..., n:, :]
 
 # %% ../nbs/00_models.ipynb #6e7262a5
 class PerRowSampler(LogitsProcessor):
@@ -380,48 +396,119 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
     cut = min([text.find(s) for s in stops if s in text], default=len(text))
     return text[:cut]
 
+# %% ../nbs/00_models.ipynb #8c1d2e04
+class Sampler:
+    """Continuous batching: `submit` requests (a key, a prompt, its `EncodedPrefix`, seed and token budget), then iterate
+    `run()`, which yields `(key, completion)` as rows finish. At most `batch_size` rows decode together; a finished row's
+    slot goes to the next request at once, and requests may be submitted while `run()` is going. Completions are cut
+    at a stop string, or end at EOS or a token in `stop_ids`; `temperature=0` is greedy."""
+    def __init__(self, model, tok, *, batch_size: int = 16, temperature: float = 1.0, top_p: float = 1.0,
+                 stop: Sequence[str] = ("\n\nHuman:",), stop_ids: Sequence[int] = ()):
+        self.model, self.tok, self.batch_size = model, tok, batch_size
+        self.stop, self.ends = [s for s in stop if s], set([tok.eos_token_id, *stop_ids])
+        self.race = PerRowSampler([], temperature, top_p, model.device) if temperature > 0 else None
+        self.queue: collections.deque = collections.deque()
+
+    def submit(self, key, prompt: str, *, prefix: EncodedPrefix, seed: int, max_new_tokens: int, first: bool = False):
+        suffix = [prefix.ids[-1], *self.tok(prompt, add_special_tokens=False).input_ids]
+        (self.queue.appendleft if first else self.queue.append)((key, prefix, suffix, int(seed), max_new_tokens))
+
+    def _finished(self, row: dict) -> bool:
+        out = row["out"]
+        if out[-1] in self.ends or len(out) >= row["budget"]: return True
+        return bool(self.stop) and any(s in self.tok.decode(out[-64:], skip_special_tokens=True) for s in self.stop)
+
+    def _text(self, out: list[int]) -> str:
+        end = next((t for t, x in enumerate(out) if x in self.ends), len(out))  # EOS or a stop token, and what follows
+        return cut_at_stops(self.tok.decode(out[:end], skip_special_tokens=True), self.stop)
+
+    def _admit(self, rows: list, cache, mask):
+        "Move queued requests into free slots: their caches and masks joined to the batch's, all rows ending at one column."
+        dev, new = self.model.device, []
+        while self.queue and len(rows) + len(new) < self.batch_size:
+            key, prefix, suffix, seed, budget = self.queue.popleft()
+            n = len(prefix.ids) - 1 + len(suffix) - 1  # tokens in its cache: all but the suffix's last, which decodes first
+            new.append(({"key": key, "out": [], "budget": budget, "next": suffix[-1], "pos": n,
+                         "gen": torch.Generator(device=dev).manual_seed(seed)}, prefix.extend(self.model, suffix[1:]), n))
+        if not new: return rows, cache, mask
+        old = [(mask, cache)] if rows else []  # the live batch, if any
+        width = max([m.shape[1] for m, _ in old] + [n for *_, n in new])
+        masks = [F.pad(m, (width - m.shape[1], 0)) for m, _ in old] + \
+                [torch.cat([torch.zeros(width - n, dtype=torch.long), torch.ones(n, dtype=torch.long)])[None].to(dev) for *_, n in new]
+        caches = [c for _, c in old if c is not None] + [c for _, c, _ in new]
+        return rows + [r for r, _, _ in new], merge_caches(self.model, caches), torch.cat(masks)
+
+    @torch.no_grad()
+    def run(self):
+        model, dev = self.model, self.model.device
+        rows, cache, mask = [], None, None
+        while self.queue or rows:
+            rows, cache, mask = self._admit(rows, cache, mask)
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long, device=dev)], 1)
+            if cache is None: cache = DynamicCache(config=model.config)
+            h = model.get_decoder()(input_ids=torch.tensor([[r["next"]] for r in rows], device=dev), attention_mask=mask,
+                                    position_ids=torch.tensor([[r["pos"]] for r in rows], device=dev), cache=cache,
+                                    use_cache=True).last_hidden_state[:, -1]
+            logits = final_logits(model, h)
+            if self.race: self.race.gens = [r["gen"] for r in rows]
+            picks = (self.race(None, logits) if self.race else logits).argmax(-1).tolist()
+            live = []
+            for b, (r, t) in enumerate(zip(rows, picks)):
+                r["out"].append(t); r["next"] = t; r["pos"] += 1
+                if self._finished(r): yield r["key"], self._text(r["out"])
+                else: live.append(b)
+            if len(live) == len(rows): continue
+            rows = [rows[b] for b in live]
+            if not rows: cache, mask = None, None; continue
+            keep = torch.tensor(live, device=dev)
+            cache.reorder_cache(keep); mask = mask[keep]
+            if (pad := int((mask.cumsum(1) == 0).sum(1).min())): drop_columns(cache, pad); mask = mask[:, pad:]
+
+# %% ../nbs/00_models.ipynb #8c1d2e06
+class EngineSampler:
+    """`Sampler`'s interface over an `Engine`: each round sends everything queued as one `generate` call per prefix and
+    token budget (the server batches and schedules them itself), and yields the results."""
+    def __init__(self, engine: Engine, *, temperature: float = 1.0, top_p: float = 1.0, stop: Sequence[str] = ("\n\nHuman:",), **_):
+        self.engine, self.temperature, self.top_p, self.stop = engine, temperature, top_p, [s for s in stop if s]
+        self.queue: collections.deque = collections.deque()
+
+    def submit(self, key, prompt: str, *, prefix: EncodedPrefix, seed: int, max_new_tokens: int, first: bool = False):
+        (self.queue.appendleft if first else self.queue.append)((key, prompt, prefix.text, int(seed), max_new_tokens))
+
+    def run(self):
+        while self.queue:
+            rounds: dict = {}
+            for item in self.queue: rounds.setdefault((item[2], item[4]), []).append(item)
+            self.queue.clear()
+            for (prefix, budget), items in rounds.items():
+                outs = self.engine.generate([q for _, q, *_ in items], prefix=prefix, max_new_tokens=budget, temperature=self.temperature,
+                                            top_p=self.top_p, row_seeds=[s for *_, s, _ in items], stop=self.stop)
+                yield from ((key, text) for (key, *_), text in zip(items, outs))
+
+# %% ../nbs/00_models.ipynb #8c1d2e08
+def make_sampler(model, tok, **kw):
+    "A `Sampler` for a model in this process, an `EngineSampler` for an `Engine`; `kw` are `Sampler`'s settings."
+    return EngineSampler(model, **kw) if isinstance(model, Engine) else Sampler(model, tok, **kw)
+
 # %% ../nbs/00_models.ipynb #0d6d611b
-@torch.no_grad()
 def generate(model, tok, prompts: Sequence[str], *, prefix: str | EncodedPrefix = "", max_new_tokens: int = 64,
              temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, row_seeds: Sequence[int] | None = None,
              stop: Sequence[str] = ("\n\nHuman:",), stop_ids: Sequence[int] = (), batch_size: int = 16,
              progress: bool = False) -> list[str]:
-    """Sample one completion of `prefix + prompt` for each prompt, cut at the first stop string, or ended by EOS or a
-    token in `stop_ids` (a chat template's end of turn); `temperature=0` is greedy. Row i samples with its own
-    generator, seeded by `row_seeds[i]` (default `derive_seed(seed, i)`), so a completion does not depend on the batch
-    size or on the other prompts in its batch. `model` may be an `Engine`, which then does the work."""
+    """Sample one completion of `prefix + prompt` for each prompt through a `Sampler` (continuous batching, at most
+    `batch_size` rows at a time), cut at the first stop string, or ended by EOS or a token in `stop_ids` (a chat
+    template's end of turn); `temperature=0` is greedy. Row i samples with its own generator, seeded by `row_seeds[i]`
+    (default `derive_seed(seed, i)`), so a completion does not depend on the batch size or on the other prompts.
+    `model` may be an `Engine`, which then does the work."""
     row_seeds = list(row_seeds) if row_seeds is not None else [derive_seed(seed, i) for i in range(len(prompts))]
-    stop = [s for s in stop if s]
     if isinstance(model, Engine):
         return model.generate(prompts, prefix=prefix.text if isinstance(prefix, EncodedPrefix) else prefix,
                               max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, row_seeds=row_seeds,
-                              stop=stop, progress=progress)
+                              stop=[s for s in stop if s], progress=progress)
     if not isinstance(prefix, EncodedPrefix): prefix = EncodedPrefix.encode(model, tok, prefix)
-    suffixes = [[prefix.ids[-1], *tok(p, add_special_tokens=False).input_ids] for p in prompts]
-    sampling = temperature > 0  # _PerRowSampler draws the token and one-hots it; generate() then only takes the argmax
-    ends = list(dict.fromkeys([tok.eos_token_id, *stop_ids]))
-    config = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=ends, do_sample=False)
+    sampler = Sampler(model, tok, batch_size=batch_size, temperature=temperature, top_p=top_p, stop=stop, stop_ids=stop_ids)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths together: less padding
+    for i in order: sampler.submit(i, prompts[i], prefix=prefix, seed=row_seeds[i], max_new_tokens=max_new_tokens)
     out: list[str] = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: len(suffixes[i]))  # similar lengths together: less padding
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    P = len(prefix.ids) - 1
-    for batch in tqdm(batches, disable=not progress, desc="sampling"):
-        S = max(len(suffixes[i]) for i in batch)
-        ids = torch.full((len(batch), P + S), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, i in enumerate(batch):
-            ids[r, P + S - len(suffixes[i]):] = torch.tensor(suffixes[i])
-            ids[r, S - len(suffixes[i]):P + S - len(suffixes[i])] = torch.tensor(prefix.ids[:-1], dtype=torch.long)
-            mask[r, S - len(suffixes[i]):] = 1
-        ids, mask = ids.to(model.device), mask.to(model.device)
-        cache = _stack_caches(model, [prefix.extend(model, suffixes[i][1:]) for i in batch])
-        criteria = StoppingCriteriaList([StopOnStrings(tok, stop, P + S)] if stop else [])
-        processors = LogitsProcessorList([PerRowSampler([row_seeds[i] for i in batch], temperature, top_p, model.device)]
-                                         if sampling else [])
-        seqs = model.generate(input_ids=ids, attention_mask=mask, cache=cache, generation_config=config,
-                              stopping_criteria=criteria, logits_processor=processors)
-        for r, i in enumerate(batch):
-            row = seqs[r, P + S:].tolist()
-            end = next((t for t, x in enumerate(row) if x in ends), len(row))  # EOS or a stop token, and what follows
-            out[i] = cut_at_stops(tok.decode(row[:end], skip_special_tokens=True), stop)
+    for i, text in tqdm(sampler.run(), total=len(prompts), disable=not progress, desc="sampling"): out[i] = text
     return out

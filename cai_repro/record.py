@@ -18,7 +18,7 @@ from .artifacts import InputError, atomic_write_json, atomic_write_text, checkou
 # %% auto #0
 __all__ = ['READER_SPECS', 'READING_START', 'READING_END', 'RECORD_FILES', 'MAX_RECORD_FILE', 'MAX_ADAPTER', 'lookup',
            'format_value', 'render_reading', 'is_reading', 'render_cell', 'render_readings', 'relative_paths',
-           'run_problem', 'reused_stages', 'record_run', 'record_dir', 'load_record', 'publish']
+           'run_problem', 'reused_stages', 'time_figure', 'record_run', 'record_dir', 'load_record', 'publish']
 
 # %% ../nbs/record.ipynb #e701d008
 def lookup(summary: dict, path: str):
@@ -208,6 +208,26 @@ def reused_stages(stage_dirs: dict, started_s: float | None) -> list[str] | None
     done = {n: Path(d) / "STAGE.json" for n, d in stage_dirs.items()}
     return sorted(n for n, f in done.items() if f.is_file() and f.stat().st_mtime < started_s)
 
+# %% ../nbs/record.ipynb #7d1e0a02
+def time_figure(summary: dict, path) -> Path:
+    "Each notebook's wall time in a run's `summary`, longest at the top, with its share of the run; saved as a PNG at `path`."
+    from matplotlib.figure import Figure
+    walls = {k: v["wall_s"] for k, v in summary.get("stages", {}).items() if isinstance(v, dict) and v.get("wall_s")}
+    if not walls: raise ValueError("the summary has no notebook wall times")
+    names, total = sorted(walls, key=walls.get), sum(walls.values())
+    fig = Figure(figsize=(7, 1.2 + 0.28 * len(names)))
+    ax = fig.subplots()
+    ax.barh(names, [walls[n] / 60 for n in names], color="C0")
+    for i, n in enumerate(names):
+        ax.text(walls[n] / 60, i, f" {walls[n] / 60:.1f} min ({walls[n] / total:.0%})", va="center", fontsize=8)
+    ax.set_xlim(0, max(walls.values()) / 60 * 1.35); ax.set_xlabel("wall time (minutes)")
+    ax.set_title(f"Where the time goes: the {summary.get('profile', '')} run, {total / 60:.0f} minutes in all", fontsize=10)
+    fig.tight_layout()
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".partial.{path.name}")
+    fig.savefig(part, dpi=110, format="png"); part.replace(path)
+    return path
+
 # %% ../nbs/record.ipynb #18872db6
 def _swap(work: Path, dest: Path):
     "Put the finished directory `work` in the place of `dest`, the old one kept aside until the new one is in."
@@ -235,7 +255,7 @@ def _copy_adapters(stage_dirs: dict[str, Path], dest: Path) -> list[str]:
 def record_run(run_dir, dest, stages_root=None, figures=None, adapters: bool = True, force: bool = False) -> Path:
     """Copy a finished run's summary, notebooks (as HTML), stage records and (with `adapters`) small adapters into the
     record directory `dest` (its `bench.json`, when it has one, is kept), and its figures into `figures` (default: the
-    `figures/` next to `dest`, the checkout's top-level one for `report/`). The commit is the run's; a run with none,
+    `figures/` next to `dest`, the checkout's top-level one for `report/`), with `time_figure`'s `where_the_time_goes.png`. The commit is the run's; a run with none,
     or with several, is refused (`InputError`) unless `force`."""
     from cai_repro.artifacts import bundled_dir, stages_dir
     run, dest = Path(run_dir).resolve(), Path(dest)
@@ -260,6 +280,8 @@ def record_run(run_dir, dest, stages_root=None, figures=None, adapters: bool = T
                          "adapters": _copy_adapters(stage_dirs, work / "adapters") if adapters else [],
                          **({"forced": problem} if problem else {})}
     summary = relative_paths(summary, run, stages_root, info.get("checkout"))
+    if any(isinstance(v, dict) and v.get("wall_s") for v in summary.get("stages", {}).values()):
+        time_figure(summary, fig_work / "where_the_time_goes.png")
     bench = dest / "bench.json"
     shown = {**summary, **({"bench": json.loads(bench.read_text())} if bench.exists() else {})}
     for nb in sorted(run.glob("*.ipynb")):

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import DynamicCache
 
@@ -17,9 +18,10 @@ from .dialogue import PAPER, DialogueFormat, Turn
 from .models import Engine, final_logits, left_pad
 
 # %% auto #0
-__all__ = ['Scorer', 'token_logprobs', 'length_batches', 'continuation_logprobs', 'naive_continuation_logprob',
-           'normalise_logprobs', 'multiple_choice_probs', 'multiple_choice', 'contrast_logprobs', 'contrast_scores',
-           'contrast_soft_label', 'contrast_scorer', 'paired_scorer', 'noise_floor']
+__all__ = ['Scorer', 'token_logprobs', 'length_batches', 'naive_continuation_logprob', 'shared_prefix_groups', 'prefix_cache',
+           'encode_after_prefix', 'continuation_scores', 'continuation_logprobs', 'normalise_logprobs',
+           'multiple_choice_probs', 'multiple_choice', 'contrast_logprobs', 'contrast_scores', 'contrast_soft_label',
+           'contrast_scorer', 'paired_scorer', 'noise_floor']
 
 # %% ../nbs/00b_scoring.ipynb #c9d0e41a
 def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, chunk: int = 256) -> torch.Tensor:
@@ -48,52 +50,6 @@ def length_batches(lengths: Sequence[int], max_tokens: int, max_rows: int, max_p
         cur.extend(m); total += size
     return batches + [cur] if cur else batches
 
-# %% ../nbs/00b_scoring.ipynb #993f640c
-@torch.no_grad()
-def continuation_logprobs(model, tok, prompts: Sequence[str], continuations: Sequence[Sequence[str]], *,
-                          max_batch_tokens: int = 4096, max_rows: int = 16, progress: bool = False,
-                          groups: Sequence | None = None) -> list[list[float]]:
-    """Summed log p(continuation | prompt) for each continuation of each prompt: one prompt encoding, head only where
-    needed. Prompts with the same key in `groups` are scored in the same batch (see `length_batches`)."""
-    assert len(prompts) == len(continuations), "one list of continuations per prompt"
-    if isinstance(model, Engine): return model.continuation_logprobs(prompts, continuations, progress=progress)
-    device = model.device
-    p_ids = [tok(p).input_ids for p in prompts]
-    c_ids = [[tok(c, add_special_tokens=False).input_ids for c in cs] for cs in continuations]
-    lengths = [len(p) + max((len(c) for c in cs), default=0) for p, cs in zip(p_ids, c_ids)]
-    result: list[list[float]] = [[0.0] * len(cs) for cs in c_ids]
-    decoder = model.get_decoder()
-    for batch in tqdm(length_batches(lengths, max_batch_tokens, max_rows, groups=groups), disable=not progress, desc="scoring"):
-        ids, mask = left_pad([p_ids[i] for i in batch], tok.pad_token_id, device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
-        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
-        # rows: one per (prompt, continuation); the last prompt position predicts each continuation's first token
-        rows = [(b, j) for b, i in enumerate(batch) for j, c in enumerate(c_ids[i]) if c]
-        if not rows: continue
-        first = token_logprobs(model, hidden[[b for b, _ in rows], -1],
-                                torch.tensor([c_ids[batch[b]][j][0] for b, j in rows], device=device))
-        scores = first.clone()
-        tails = [c_ids[batch[b]][j] for b, j in rows]
-        T = max(len(c) for c in tails) - 1
-        if T > 0:  # feed c[:-1] after the prompt; position t predicts c[t + 1]
-            cache.reorder_cache(torch.tensor([b for b, _ in rows], device=device))
-            inp = torch.full((len(rows), T), tok.pad_token_id, dtype=torch.long, device=device)
-            cmask = torch.zeros_like(inp)
-            for r, c in enumerate(tails):
-                inp[r, :len(c) - 1] = torch.tensor(c[:-1], device=device); cmask[r, :len(c) - 1] = 1
-            rmask = torch.cat([mask[[b for b, _ in rows]], cmask], 1)
-            cpos = pos[[b for b, _ in rows], -1:] + 1 + torch.arange(T, device=device)
-            h = decoder(input_ids=inp, attention_mask=rmask, position_ids=cpos, cache=cache).last_hidden_state
-            where = cmask.bool()
-            targets = torch.zeros_like(inp)
-            for r, c in enumerate(tails): targets[r, :len(c) - 1] = torch.tensor(c[1:], device=device)
-            lp = torch.zeros(inp.shape, device=device)
-            lp[where] = token_logprobs(model, h[where], targets[where])
-            scores += lp.sum(1)
-        for (b, j), s in zip(rows, scores.tolist()): result[batch[b]][j] = s
-    return result
-
 # %% ../nbs/00b_scoring.ipynb #35a37fb8
 @torch.no_grad()
 def naive_continuation_logprob(model, tok, prompt: str, continuation: str) -> float:
@@ -103,6 +59,135 @@ def naive_continuation_logprob(model, tok, prompt: str, continuation: str) -> fl
     ids = torch.tensor([p + c], device=model.device)
     logp = torch.log_softmax(model(input_ids=ids).logits.float(), -1)[0]
     return sum(logp[len(p) - 1 + t, c[t]].item() for t in range(len(c)))
+
+# %% ../nbs/00b_scoring.ipynb #fe0c18b0
+def shared_prefix_groups(ids: Sequence[Sequence[int]], min_len: int = 32) -> list[tuple[list[int], int]]:
+    """Groups of token-id rows that begin with the same tokens, as (members, shared length). The rows are sorted and
+    each run is split at its smallest common prefix wherever the parts save more, where saving = (members − 1) × shared
+    length. A shared length is at least `min_len`, and shorter than every member, so each member keeps a token of its own.
+    Rows in no group are left out."""
+    n = len(ids)
+    order = sorted(range(n), key=lambda i: list(ids[i]))
+    def common(a, b) -> int:
+        k = 0
+        for x, y in zip(a, b):
+            if x != y: break
+            k += 1
+        return k
+    adjacent = [common(ids[order[k]], ids[order[k + 1]]) for k in range(n - 1)]
+    best, stack = {}, [(0, n, False)]  # (lo, hi) of the sorted rows -> (saving, groups), children before parents
+    while stack:
+        lo, hi, split = stack.pop()
+        if hi - lo < 2: best[lo, hi] = (0, []); continue
+        k = min(range(lo, hi - 1), key=adjacent.__getitem__)
+        if not split: stack += [(lo, hi, True), (lo, k + 1, False), (k + 1, hi, False)]; continue
+        members = order[lo:hi]
+        shared = min(adjacent[k], min(len(ids[i]) for i in members) - 1)
+        whole = (hi - lo - 1) * shared if shared >= min_len else 0
+        (s_lo, g_lo), (s_hi, g_hi) = best.pop((lo, k + 1)), best.pop((k + 1, hi))
+        best[lo, hi] = (whole, [(sorted(members), shared)]) if whole and whole >= s_lo + s_hi else (s_lo + s_hi, g_lo + g_hi)
+    return best[0, n][1]
+
+# %% ../nbs/00b_scoring.ipynb #05d08050
+@torch.no_grad()
+def prefix_cache(model, ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    "Each layer's keys and values for the token ids `ids` (batch 1, every position kept: no sliding-window cropping)."
+    cache = DynamicCache()
+    model.get_decoder()(input_ids=torch.tensor([list(ids)], device=model.device), cache=cache, use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+# %% ../nbs/00b_scoring.ipynb #15dbfffe
+@torch.no_grad()
+def encode_after_prefix(model, prefix: Sequence[int], kv: list, suffixes: Sequence[Sequence[int]], pad_id: int):
+    """Encode a batch of `suffixes` after a shared `prefix` whose cache is `kv` (`prefix_cache`). A row whose suffix is
+    k tokens shorter than the longest re-encodes the prefix's last k tokens, so its tokens stay contiguous and all
+    padding is at the far left. Returns each row's last hidden state, the batch's cache, its attention mask (prefix
+    and suffix), and each row's last position, as the ordinary path has them after its prompts."""
+    device, L, S = model.device, len(prefix), max(len(s) for s in suffixes)
+    cut = [min(S - len(s), L) for s in suffixes]  # prefix tokens each row re-encodes
+    ids = torch.full((len(suffixes), S), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(suffixes), L + S), dtype=torch.long)
+    pos = torch.zeros((len(suffixes), S), dtype=torch.long)
+    for r, (s, k) in enumerate(zip(suffixes, cut)):
+        seq = [*prefix[L - k:], *s]
+        ids[r, S - len(seq):] = torch.tensor(seq)
+        pos[r, S - len(seq):] = torch.arange(L - k, L + len(s))
+        mask[r, k:L] = 1; mask[r, L + S - len(seq):] = 1
+    cache = DynamicCache([tuple(torch.cat([F.pad(t[..., :L - k, :], (0, 0, k, 0)) for k in cut]) for t in (K, V)) for K, V in kv])
+    ids, mask, pos = ids.to(device), mask.to(device), pos.to(device)
+    h = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
+    return h[:, -1], cache, mask, pos[:, -1]
+
+# %% ../nbs/00b_scoring.ipynb #01585546
+@torch.no_grad()
+def continuation_scores(model, last: torch.Tensor, cache, mask: torch.Tensor, last_pos: torch.Tensor,
+                        conts: Sequence[Sequence[Sequence[int]]], pad_id: int) -> list[list[float]]:
+    """Summed log-probs of each row's continuations (token ids), after a batch of prompts whose last hidden states are
+    `last`, with their `cache`, attention `mask` and last positions. The last prompt position predicts each
+    continuation's first token; the rest are fed after the prompt, the cache copied to one row per continuation."""
+    device = model.device
+    out = [[0.0] * len(cs) for cs in conts]
+    rows = [(b, j) for b, cs in enumerate(conts) for j, c in enumerate(cs) if c]
+    if not rows: return out
+    sel, tails = torch.tensor([b for b, _ in rows], device=device), [conts[b][j] for b, j in rows]
+    scores = token_logprobs(model, last[sel], torch.tensor([c[0] for c in tails], device=device)).clone()
+    T = max(len(c) for c in tails) - 1
+    if T > 0:  # feed c[:-1] after the prompt; position t predicts c[t + 1]
+        cache.reorder_cache(sel)
+        inp = torch.full((len(rows), T), pad_id, dtype=torch.long)
+        cmask, targets = torch.zeros_like(inp), torch.zeros_like(inp)
+        for r, c in enumerate(tails):
+            inp[r, :len(c) - 1] = torch.tensor(c[:-1]); targets[r, :len(c) - 1] = torch.tensor(c[1:]); cmask[r, :len(c) - 1] = 1
+        inp, cmask, targets = inp.to(device), cmask.to(device), targets.to(device)
+        h = model.get_decoder()(input_ids=inp, attention_mask=torch.cat([mask[sel], cmask], 1),
+                                position_ids=last_pos[sel, None] + 1 + torch.arange(T, device=device), cache=cache).last_hidden_state
+        where = cmask.bool()
+        lp = torch.zeros(inp.shape, device=device)
+        lp[where] = token_logprobs(model, h[where], targets[where])
+        scores += lp.sum(1)
+    for (b, j), s in zip(rows, scores.tolist()): out[b][j] = s
+    return out
+
+# %% ../nbs/00b_scoring.ipynb #993f640c
+@torch.no_grad()
+def continuation_logprobs(model, tok, prompts: Sequence[str], continuations: Sequence[Sequence[str]], *,
+                          max_batch_tokens: int = 4096, max_rows: int = 16, progress: bool = False,
+                          groups: Sequence | None = None, share_prefix: int = 32) -> list[list[float]]:
+    """Summed log p(continuation | prompt) for each continuation of each prompt: one prompt encoding, head only where
+    needed. Prompts that begin with the same `share_prefix` tokens or more share one encoding of them
+    (`shared_prefix_groups`); `share_prefix=0`, or `max_rows=1` (each prompt scored on its own, whatever else is in
+    the call), re-encodes every prompt whole. Other prompts with the same key in `groups` are scored in the same batch
+    (see `length_batches`)."""
+    assert len(prompts) == len(continuations), "one list of continuations per prompt"
+    if isinstance(model, Engine): return model.continuation_logprobs(prompts, continuations, progress=progress)
+    device, pad = model.device, tok.pad_token_id
+    p_ids = [tok(p).input_ids for p in prompts]
+    c_ids = [[tok(c, add_special_tokens=False).input_ids for c in cs] for cs in continuations]
+    lengths = [len(p) + max((len(c) for c in cs), default=0) for p, cs in zip(p_ids, c_ids)]
+    shared = shared_prefix_groups(p_ids, share_prefix) if share_prefix and max_rows > 1 else []
+    in_shared = {i for members, _ in shared for i in members}
+    rest = [i for i in range(len(prompts)) if i not in in_shared]
+    work = [(None, [rest[j] for j in b]) for b in length_batches([lengths[i] for i in rest], max_batch_tokens, max_rows,
+                                                                   groups=None if groups is None else [groups[i] for i in rest])]
+    for g, (members, L) in enumerate(shared):
+        work += [(g, [members[j] for j in b]) for b in length_batches([lengths[i] - L for i in members], max_batch_tokens, max_rows)]
+    result: list[list[float]] = [[0.0] * len(cs) for cs in c_ids]
+    kv: dict = {}  # the cache of the shared prefix in use (one at a time)
+    for g, batch in tqdm(work, disable=not progress, desc="scoring"):
+        if g is None:
+            ids, mask = left_pad([p_ids[i] for i in batch], pad, device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache(config=model.config)
+            hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
+            last, last_pos = hidden[:, -1], pos[:, -1]
+        else:
+            members, L = shared[g]
+            prefix = p_ids[members[0]][:L]
+            if g not in kv: kv = {g: prefix_cache(model, prefix)}
+            last, cache, mask, last_pos = encode_after_prefix(model, prefix, kv[g], [p_ids[i][L:] for i in batch], pad)
+        for i, s in zip(batch, continuation_scores(model, last, cache, mask, last_pos, [c_ids[i] for i in batch], pad)):
+            result[i] = s
+    return result
 
 # %% ../nbs/00b_scoring.ipynb #7b98b04d
 def normalise_logprobs(logprobs: Sequence[float]) -> np.ndarray:
@@ -131,14 +216,16 @@ def contrast_logprobs(model, tok, conversations: Sequence[Sequence[Turn]], respo
     and `with_pre[k, r]` = log p(response r | preamble k + conversation), each conversation with its own preambles.
     A preamble is a `System` turn: the text before the dialogue in the paper's format, a system message in a chat template.
     A conversation's prompts (with and without each preamble) are scored in one batch, so that the two halves of a
-    contrast see the same padding and their rounding errors cancel; `max_rows=1` scores each conversation on its own."""
+    contrast see the same padding and their rounding errors cancel; `max_rows=1` scores each conversation on its own.
+    Prefix sharing would move the preamble prompts away from their conversation, so it is off unless `share_prefix`
+    is given (the preambles are short: on Gemma none reaches the 32 tokens worth sharing)."""
     prompts, conts, shape, groups = [], [], [], []
     for c, (turns, rs, pres) in enumerate(zip(conversations, responses, preambles)):
         rs = [fmt.response(r) for r in rs]
         prompts.append(fmt.render(turns, open="Assistant")); conts.append(rs)
         for pre in pres: prompts.append(fmt.render([Turn("System", pre), *turns], open="Assistant")); conts.append(rs)
         shape.append(len(pres) + 1); groups += [c] * (len(pres) + 1)
-    lp = continuation_logprobs(model, tok, prompts, conts, groups=groups, **kw)
+    lp = continuation_logprobs(model, tok, prompts, conts, groups=groups, **{"share_prefix": 0, **kw})
     out, at = [], 0
     for k in shape:
         out.append((np.array(lp[at]), np.array(lp[at + 1:at + k]).reshape(k - 1, -1))); at += k

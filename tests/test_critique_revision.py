@@ -37,12 +37,18 @@ def test_each_step_is_conditioned_on_everything_before(tiny, prompts, tmp_path, 
     "The k-th critique prompt must contain the initial response and every earlier critique and revision."
     import cai_repro.critique_revision as CR
     model, tok = tiny
-    seen = []
-    real = CR.generate
-    monkeypatch.setattr(CR, "generate", lambda m, t, texts, **kw: (seen.append(list(texts)), real(m, t, texts, **kw))[1])
+    seen = {}
+    real = CR.make_sampler
+    def spy(*a, **kw):
+        sampler = real(*a, **kw)
+        submit = sampler.submit
+        sampler.submit = lambda key, text, **k: (seen.setdefault(key[1], text), submit(key, text, **k))[1]
+        return sampler
+    monkeypatch.setattr(CR, "make_sampler", spy)
     recs = critique_revise(model, tok, prompts[:1], load_constitution("default"), tmp_path, SETTINGS, progress=False)
     r = recs[0]
-    critique2_prompt = seen[3][0]  # calls: initial, critique1, revision1, critique2, revision2
+    assert list(seen) == ["initial", "critique0", "revision0", "critique1", "revision1"]  # each step after the one before
+    critique2_prompt = seen["critique1"]
     assert r["initial"] in critique2_prompt and r["steps"][0]["critique"] in critique2_prompt
     assert r["steps"][0]["revision"] in critique2_prompt and critique2_prompt.endswith("\n\nCritique:")
     assert PAPER.render(chain_turns(r["prompt"], r["initial"], [])).startswith("\n\nHuman: ")

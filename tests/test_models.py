@@ -139,20 +139,24 @@ def test_per_row_sampler_is_stable_under_last_bit_noise():
 
 
 def test_generate_cuts_at_stop_strings(tiny, monkeypatch):
+    import cai_repro.models as M
     model, tok = tiny
-    # a model that always writes "ok\n\nHuman: more": force the tokens through generate's output
+    # a model that always writes "ok\n\nHuman: more text", then EOS: its logits scripted step by step
     text = "ok\n\nHuman: more text"
     ids = tok(text, add_special_tokens=False).input_ids
-    real = model.generate
+    steps = []
 
-    def fake_generate(input_ids, **kw):
-        extra = torch.tensor([ids] * input_ids.shape[0])
-        return torch.cat([input_ids, extra], 1)
+    def scripted(m, h):
+        t = len(steps); steps.append(t)
+        out = torch.full((h.shape[0], m.config.vocab_size), -1e9)
+        out[:, ids[t] if t < len(ids) else tok.eos_token_id] = 0.0
+        return out
 
-    monkeypatch.setattr(model, "generate", fake_generate)
+    monkeypatch.setattr(M, "final_logits", scripted)
     assert generate(model, tok, ["q1", "q2"], stop=("\n\nHuman:",)) == ["ok", "ok"]
-    assert generate(model, tok, ["q"], stop=("zzz",)) == [text]
-    monkeypatch.setattr(model, "generate", real)
+    assert len(steps) == len(tok("ok\n\nHuman:", add_special_tokens=False).input_ids)  # stopped as soon as the stop string was out
+    steps.clear()
+    assert generate(model, tok, ["q"], stop=("zzz",), max_new_tokens=64) == [text]
 
 
 def test_load_local_directory_and_refuse_pickle(tiny, tmp_path):
