@@ -466,10 +466,13 @@ class Sampler:
 
 # %% ../nbs/00_models.ipynb #8c1d2e06
 class EngineSampler:
-    """`Sampler`'s interface over an `Engine`: each round sends everything queued as one `generate` call per prefix and
-    token budget (the server batches and schedules them itself), and yields the results."""
-    def __init__(self, engine: Engine, *, temperature: float = 1.0, top_p: float = 1.0, stop: Sequence[str] = ("\n\nHuman:",), **_):
-        self.engine, self.temperature, self.top_p, self.stop = engine, temperature, top_p, [s for s in stop if s]
+    """`Sampler`'s interface over an `Engine`: each round sends the first `batch_size` queued requests as one `generate`
+    call per prefix and token budget (the server batches and schedules them itself), and yields the results. Requests
+    submitted with `first=True` go into the next round, so chains finish a batch at a time, as with `Sampler`."""
+    def __init__(self, engine: Engine, *, batch_size: int = 16, temperature: float = 1.0, top_p: float = 1.0,
+                 stop: Sequence[str] = ("\n\nHuman:",), **_):
+        self.engine, self.batch_size, self.temperature, self.top_p = engine, batch_size, temperature, top_p
+        self.stop = [s for s in stop if s]
         self.queue: collections.deque = collections.deque()
 
     def submit(self, key, prompt: str, *, prefix: EncodedPrefix, seed: int, max_new_tokens: int, first: bool = False):
@@ -478,8 +481,8 @@ class EngineSampler:
     def run(self):
         while self.queue:
             rounds: dict = {}
-            for item in self.queue: rounds.setdefault((item[2], item[4]), []).append(item)
-            self.queue.clear()
+            for _ in range(min(self.batch_size, len(self.queue))):
+                item = self.queue.popleft(); rounds.setdefault((item[2], item[4]), []).append(item)
             for (prefix, budget), items in rounds.items():
                 outs = self.engine.generate([q for _, q, *_ in items], prefix=prefix, max_new_tokens=budget, temperature=self.temperature,
                                             top_p=self.top_p, row_seeds=[s for *_, s, _ in items], stop=self.stop)

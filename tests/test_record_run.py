@@ -144,7 +144,7 @@ def test_figures_go_to_a_top_level_folder_and_replace_the_old_ones(tmp_path):
     run, stages = fake_run(tmp_path, {"commit": "c" * 40, "clean": True, "started_s": time.time()})
     out = record_run(run, checkout / "report", stages_root=stages)
     assert out == checkout / "report" and not (out / "figures").exists()
-    assert sorted(p.name for p in (checkout / "figures").iterdir()) == ["fig5.png"]
+    assert sorted(p.name for p in (checkout / "figures").iterdir()) == ["fig5.png", "where_the_time_goes.png"]  # stale.png gone
     assert sorted(p.name for p in checkout.iterdir()) == ["figures", "report"]   # no .partial or .old left
     record_run(run, checkout / "report", stages_root=stages, figures=tmp_path / "elsewhere")
     assert (tmp_path / "elsewhere" / "fig5.png").is_file()
