@@ -29,10 +29,14 @@ from common import emit, machine, peak_rss_mb  # noqa: E402
 from cai_repro.artifacts import anthropic_data_dir
 from cai_repro.config import AnalysisSettings
 from cai_repro.constitution import load_constitution
+from cai_repro.dialogue import PAPER, Turn
 from cai_repro.feedback import OPTIONS, feedback_prefix, mc_prompt
 from cai_repro.models import load_model
 from cai_repro.scoring import contrast_logprobs, continuation_logprobs, shared_prefix_groups
 from cai_repro.sl_cai_analysis import control_texts, scorer_preambles
+
+
+WORDS = "the a reply person help question answer kind safe harm people would could because".split()  # synthetic texts
 
 
 def controls_workload(n_prompts: int, seed: int = 0):
@@ -47,11 +51,9 @@ def controls_workload(n_prompts: int, seed: int = 0):
         source = "PALMS"
     else:
         rng = np.random.default_rng(seed)
-        words = "the a reply person help question answer kind safe harm people would could because".split()
-        by = {f"Question {i}: " + " ".join(rng.choice(words, 12)): [" ".join(rng.choice(words, int(rng.integers(30, 120))))
+        by = {f"Question {i}: " + " ".join(rng.choice(WORDS, 12)): [" ".join(rng.choice(WORDS, int(rng.integers(30, 120))))
                                                                      for _ in range(10)] for i in range(n_prompts)}
         source = "synthetic"
-    from cai_repro.dialogue import Turn
     return [[Turn("Human", p)] for p in by], list(by.values()), [pre] * len(by), source
 
 
@@ -63,8 +65,7 @@ def mc_workload(n_items: int, seed: int = 0):
         qs, source = [it.prompt for it in load_eval(eval_path("hhh-dev-large"))[:n_items]], "hhh-dev-large"
     else:
         rng = np.random.default_rng(seed)
-        words = "the a reply person help question answer kind safe harm people would could because".split()
-        body = lambda k: " ".join(rng.choice(words, k))
+        body = lambda k: " ".join(rng.choice(WORDS, k))
         qs = [f"\n\nConsider the following conversation:\n\nHuman: {body(30)}\n\nWhich reply is better? Options:\n"
               f" (A) [[[{body(int(rng.integers(40, 160)))}]]]\n (B) [[[{body(int(rng.integers(40, 160)))}]]]\n\nThe answer is:"
               for _ in range(n_items)]
@@ -88,25 +89,24 @@ def measure(model_spec: str, quick: bool) -> dict:
     convs, resps, pres, src05 = controls_workload(1 if quick else 4)  # minutes a call on Gemma: one round, no warm-up
     run05 = lambda share: contrast_logprobs(model, tok, convs, resps, pres, share_prefix=share)
     r05 = alternate(lambda: run05(32), lambda: run05(0), 1 if quick else 2, warm=False)
-    diff05 = max(float(np.abs(a - b).max()) for (ab, aw), (bb, bw) in zip(r05["shared"], r05["whole"]) for a, b in ((ab, bb), (aw, bw)))
+    pairs05 = [(a, b) for (ab, aw), (bb, bw) in zip(r05["shared"], r05["whole"]) for a, b in ((ab, bb), (aw, bw))]
     prompts, opts, src_mc = mc_workload(8 if quick else 24)
     runmc = lambda share: continuation_logprobs(model, tok, prompts, opts, share_prefix=share)
     rmc = alternate(lambda: runmc(32), lambda: runmc(0), rounds)
     diffmc = float(np.abs(np.array(rmc["shared"]) - np.array(rmc["whole"])).max())
-    def prefix_share(ids) -> float:
-        return sum((len(m) - 1) * L for m, L in shared_prefix_groups(ids)) / sum(len(i) for i in ids)
-    from cai_repro.dialogue import PAPER, Turn
+    def prefix_share(ids, extra: int = 0) -> float:
+        "The share of all tokens (prompts, plus `extra` continuation tokens) that a shared prefix saves."
+        return sum((len(m) - 1) * L for m, L in shared_prefix_groups(ids)) / (sum(len(i) for i in ids) + extra)
     ids05 = [tok(PAPER.render([*([Turn("System", p)] if p else []), *c], open="Assistant")).input_ids
              for c, ps in zip(convs, pres) for p in [None, *ps]]
     n_cont05 = sum(len(tok(PAPER.response(r), add_special_tokens=False).input_ids) for rs in resps for r in rs) * (len(pres[0]) + 1)
     return {"benchmark": "scoring", "model": model_spec, "dtype": "float32", "rounds": rounds, **machine(),
             "controls_source": src05, "controls_prompts": len(convs), "controls_texts": sum(map(len, resps)),
             "controls_preambles": len(pres[0]),
-            "controls_prefix_token_share": round(sum((len(m) - 1) * L for m, L in shared_prefix_groups(ids05))
-                                                 / (sum(map(len, ids05)) + n_cont05), 4),
-            "controls_shared_s": r05["shared_s"], "controls_whole_s": r05["whole_s"], "controls_max_abs_diff": diff05,
-            "controls_max_rel_diff": max(float((np.abs(a - b) / np.maximum(np.abs(b), 1)).max())
-                                         for (ab, aw), (bb, bw) in zip(r05["shared"], r05["whole"]) for a, b in ((ab, bb), (aw, bw))),
+            "controls_prefix_token_share": round(prefix_share(ids05, n_cont05), 4),
+            "controls_shared_s": r05["shared_s"], "controls_whole_s": r05["whole_s"],
+            "controls_max_abs_diff": max(float(np.abs(a - b).max()) for a, b in pairs05),
+            "controls_max_rel_diff": max(float((np.abs(a - b) / np.maximum(np.abs(b), 1)).max()) for a, b in pairs05),
             "mc_source": src_mc, "mc_items": len(prompts), "mc_prefix_token_share": round(prefix_share([tok(p).input_ids for p in prompts]), 4),
             "mc_shared_s": rmc["shared_s"], "mc_whole_s": rmc["whole_s"], "mc_max_abs_diff": diffmc,
             # flat keys read by benchmarks/run.py

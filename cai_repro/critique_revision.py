@@ -5,6 +5,7 @@
 # %% ../nbs/03_critique_revision.ipynb #c78b66b9
 from __future__ import annotations
 
+import collections
 import json
 import re
 from dataclasses import asdict, dataclass, replace
@@ -109,8 +110,7 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
                                stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids)
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
         chains: dict[str, dict] = {}  # prompt id -> its chain so far
-        done, written = {}, iter(todo)  # finished records waiting for the prompts before them; the order they are written in
-        nxt = next(written, None)
+        done, unwritten = {}, collections.deque(p.id for p in todo)  # finished records, waiting for the prompts before them
 
         def ask(c: dict, what: str, prefix: str, text: str, tokens: int, first: bool):
             sampler.submit((c["p"].id, what), text, prefix=encoded[prefix], seed=derive_seed(seed, c["p"].id, what),
@@ -120,11 +120,9 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
             "Ask for the chain's next text, or write its record when it is complete."
             k = len(c["steps"])
             if k == s.revisions:
-                nonlocal nxt
                 done[c["p"].id] = make_record(c["p"], c["initial"], c["steps"], a_meter, cr_meter, s.copy_threshold)
                 del chains[c["p"].id]
-                while nxt is not None and nxt.id in done:
-                    store.append(done.pop(nxt.id)); bar.update(); nxt = next(written, None)
+                while unwritten and unwritten[0] in done: store.append(done.pop(unwritten.popleft())); bar.update()
                 return
             turns, d = chain_turns(c["p"].text, c["initial"], c["steps"]), c["drawn"][k]
             if s.direct or "critique" in c:

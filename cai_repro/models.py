@@ -331,9 +331,9 @@ def merge_caches(model, parts: Sequence[DynamicCache]) -> DynamicCache | None:
     parts' keys and values (sliding layers: the padded length seen so far is the longest). None when nothing is encoded."""
     ref = next((r for r in parts if r.get_seq_length() > 0), None)
     if ref is None: return None  # nothing encoded yet: decoding starts from scratch
+    rows = lambda r: next((l.keys.shape[0] for l in r.layers if l.is_initialized), 1)
     def kv(r, i, name):  # a part with nothing encoded contributes zero columns
-        return getattr(r.layers[i], name) if r.layers[i].is_initialized else getattr(ref.layers[i], name)[:1, :, :0].expand(r_rows(r), -1, -1, -1)
-    r_rows = lambda r: next((l.keys.shape[0] for l in r.layers if l.is_initialized), 1)
+        return getattr(r.layers[i], name) if r.layers[i].is_initialized else getattr(ref.layers[i], name)[:1, :, :0].expand(rows(r), -1, -1, -1)
     batch = DynamicCache(config=model.config)
     for i, layer in enumerate(batch.layers):
         ks, vs = [kv(r, i, "keys") for r in parts], [kv(r, i, "values") for r in parts]
