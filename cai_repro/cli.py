@@ -263,10 +263,13 @@ def reproduce_cmd(args) -> int:
     if args.plan:
         from cai_repro.pipeline import plan
         P = load_params(args.profile)
-        print(format_plan(P, plan(P)))
+        if args.constitution: P = replace(P, run=replace(P.run, constitution=args.constitution))
+        steps = plan(P)
+        print(json.dumps({"profile": P.name, "profile_file": P.source, "constitution": P.run.constitution, "stages": steps})
+              if args.json else format_plan(P, steps))
         return 0
     try:
-        reproduce(args.profile, out=args.out, only=args.only or (), start=args.start)
+        reproduce(args.profile, out=args.out, only=args.only or (), start=args.start, constitution=args.constitution)
     except StageFailed as e:
         print(f"cai-repro: stage failed: {e}", file=sys.stderr)
         return 2 if e.input_error else 1
@@ -276,10 +279,14 @@ def reproduce_cmd(args) -> int:
 def _reproduce_parser(sub, P):
     r = sub.add_parser("reproduce", help="run every numbered notebook through papermill with a profile's parameters")
     r.add_argument("--profile", default="cpu", help="smoke, cpu, gpu (the bundled profiles) or a path to a profile")
+    r.add_argument("--constitution", help="run the profile with this constitution (a path or a bundled name) instead of its own; "
+                   "the run directory defaults to runs/<profile>-<constitution>")
     r.add_argument("--out", help="run directory (default: runs/<profile>)")
     r.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (number or name)")
     r.add_argument("--from", dest="start", metavar="NB", help="start at this notebook")
-    r.add_argument("--plan", action="store_true", help="check the profile and print the stages a run would build; run nothing")
+    r.add_argument("--plan", action="store_true", help="check the profile (and its constitution) and print the stages a run would "
+                   "build, with how many chains and labels the cache already holds; run nothing")
+    r.add_argument("--json", action="store_true", help="with --plan: print the plan as one JSON object")
     r.set_defaults(func=reproduce_cmd)
 
 # %% ../nbs/cli.ipynb #c65df184

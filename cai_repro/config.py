@@ -168,8 +168,9 @@ class CompareSettings:
     debias: bool = opt(False, "mc: score both orders of the responses and average")
     tau: float = opt(1.0, "contrast: temperature of the soft label σ((Δ_A − Δ_B) / τ), as the labeller's (no fit)", min=1e-6)
     clamp: tuple[float, float] | None = opt((0.4, 0.6), "contrast: clamp the soft label to [lo, hi], as the labeller does")
-    preamble: str = opt("hhh", "contrast, logprob: the id of the feedback principle whose description is the one preamble "
-                        "of every item, or sampled (the descriptions of `principles` principles drawn per item)")
+    preamble: str = opt("constitution", "contrast, logprob: the one preamble of every item: constitution (its "
+                        "`contrast_preamble`), a feedback principle's id (its description), or sampled (the descriptions "
+                        "of `principles` principles drawn per item)")
 
 # %% ../nbs/config.ipynb #e9ad6b9f
 @dataclass(frozen=True)
@@ -199,8 +200,9 @@ class FeedbackSettings:
     cot_tokens: int = opt(64, "longest chain of thought, in tokens", min=1)
     cot_temperature: float = opt(1.0, "sampling temperature of the chains", min=0)
     batch_size: int = opt(16, "pairs scored together", min=1)
-    preamble: str = opt("hhh", "contrast: the id of the feedback principle whose description is the one preamble of every "
-                        "pair, or sampled (the descriptions of `ensemble` principles drawn per pair)")
+    preamble: str = opt("constitution", "contrast: the one preamble of every pair: constitution (its `contrast_preamble`), "
+                        "a feedback principle's id (its description), or sampled (the descriptions of `ensemble` "
+                        "principles drawn per pair)")
     contrast_dtype: str = opt("float32", "contrast: the precision the labeller scores in (and fits its τ in): float32, or "
                               "run (the run's dtype)", choices=("float32", "run"))
 
