@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -65,7 +66,9 @@ def dpo_config(s: DPOSettings, output_dir, seed: int = 0, report_to: str = "none
                 bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to=report_to_arg(report_to), seed=seed,
                 data_seed=seed, lr_scheduler_type="cosine", warmup_steps=0.1, dataloader_pin_memory=False,
                 disable_tqdm=not progress, gradient_checkpointing=False, logging_nan_inf_filter=False)
-    return DPOConfig(**{**args, **trl_args})
+    with warnings.catch_warnings():  # TRL's config still sets transformers' deprecated `gradient_checkpointing` alias
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* deprecated", category=FutureWarning)
+        return DPOConfig(**{**args, **trl_args})
 
 # %% ../nbs/08a_dpo.ipynb #56d9118c
 def _spec(spec: str) -> str:
@@ -93,6 +96,9 @@ def train_dpo(policy_spec: str, train: Sequence[dict], heldout: Sequence[dict], 
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     trainer = DPOTrainer(model=model, args=dpo_config(s, work, seed, report_to, progress), train_dataset=ds, eval_dataset=ev,
                          processing_class=tok, peft_config=lora, callbacks=[finite_guard()])
+    if not progress:
+        from transformers.trainer_callback import PrinterCallback
+        trainer.remove_callback(PrinterCallback)
     with lock_on_main(out_dir):
         trainer.train(resume_from_checkpoint=True if any(work.glob("checkpoint-*")) else None)
         held = trainer.evaluate() if ev is not None else {}
