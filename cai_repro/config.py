@@ -307,13 +307,15 @@ class DPOSettings:
     min_margin: float = opt(0.05, "drop training pairs whose soft label is a near-tie: |p - 0.5| below this", min=0, max=0.5)
     label_smoothing: float = opt(0.0, "robust DPO's epsilon (TRL's `robust` loss): the chance a kept label is flipped; 0: "
                                  "the plain sigmoid loss", min=0, max=0.49)
+    palms: bool = opt(False, "also use the labels' pairs of Anthropic's published PALMS answers (off-policy, long); by default "
+                      "DPO uses the pairs sampled from the SL-CAI policy only")
     heldout: float = opt(0.2, "share of the labelled prompts held out to measure the implicit reward (the pairs the labels "
                          "stage marks heldout are held out too)", min=0, max=0.9)
     beta: float = opt(0.1, "DPO's beta: the strength of the pull towards the reference (the SL-CAI policy)", min=0)
-    steps: int = opt(30, "optimisation steps", min=1)
+    steps: int = opt(16, "optimisation steps", min=1)
     lr: float = opt(1e-4, "learning rate (LoRA)", min=0)
     batch_size: int = opt(4, "pairs per step", min=1)
-    max_length: int = opt(320, "tokens of prompt and response together", min=8)
+    max_length: int = opt(256, "tokens of prompt and response together", min=8)
     lora_r: int = opt(8, "LoRA rank", min=1)
     lora_alpha: int = opt(16, "LoRA alpha", min=1)
     save_steps: int = opt(10, "checkpoint interval, for resuming", min=1)

@@ -26,11 +26,14 @@ __all__ = ['dpo_pairs', 'near_tie_table', 'dpo_config', 'train_dpo']
 def dpo_pairs(labels: Sequence[dict], s: DPOSettings = DPOSettings(), seed: int = 0,
               fmt: DialogueFormat = PAPER) -> tuple[list[dict], list[dict], dict]:
     """DPO's `prompt`/`chosen`/`rejected` rows from soft AI labels, with `p` = P(chosen is better) ≥ 0.5 kept: `(train,
-    held out, counts)`. Held out: the pairs the labels mark `heldout` and a seeded `s.heldout` share of the other prompts;
-    near-ties (|p − 0.5| < `s.min_margin`) and pairs of identical responses are dropped from training only."""
+    held out, counts)`. Only the pairs sampled from the policy (`source` policy) unless `s.palms`. Held out: the pairs the
+    labels mark `heldout` and a seeded `s.heldout` share of the other prompts; near-ties (|p − 0.5| < `s.min_margin`) and
+    pairs of identical responses are dropped from training only."""
+    n_all = len(labels)
+    labels = [r for r in labels if s.palms or r.get("source", "policy") == "policy"]
     held = held_prompts([r["prompt"] for r in labels if not r.get("heldout")], s.heldout, seed, "dpo-heldout")
     train, test = [], []
-    counts = {"labels": len(labels), "heldout": 0, "near_ties_dropped": 0, "identical_dropped": 0, "train": 0}
+    counts = {"labels": n_all, "other_sources": n_all - len(labels), "heldout": 0, "near_ties_dropped": 0, "identical_dropped": 0, "train": 0}
     for r in labels:
         a, b, p = r["response_a"].strip(), r["response_b"].strip(), float(r["p_a"])
         chosen, rejected, p = (a, b, p) if p >= 0.5 else (b, a, 1 - p)
