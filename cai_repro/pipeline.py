@@ -24,11 +24,11 @@ from .models import load_model, load_model_cached, load_tokenizer, model_fingerp
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
-__all__ = ['STAGE_VERSIONS', 'PALMS_MODELS', 'PM_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline', 'cr_prompts',
-           'critique_revision', 'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc', 'hhh_eval',
-           'feedback_prompts', 'palms_samples', 'pairs', 'labels', 'pm_inputs', 'build_and_score_pm',
+__all__ = ['STAGE_VERSIONS', 'PALMS_MODELS', 'PM_CONTROLS', 'DPO_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline',
+           'cr_prompts', 'critique_revision', 'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc',
+           'hhh_eval', 'feedback_prompts', 'palms_samples', 'pairs', 'labels', 'pm_inputs', 'build_and_score_pm',
            'preference_model', 'train_pm_into', 'rl_policy_spec', 'rl_pm', 'pm_score_range', 'check_shaping', 'rl',
-           'checkpoints', 'heldout', 'judge_preambles', 'evaluation', 'check_fit', 'plan', 'generation_budget']
+           'dpo', 'checkpoints', 'heldout', 'judge_preambles', 'evaluation', 'check_fit', 'plan', 'generation_budget']
 
 # %% ../nbs/pipeline.ipynb #e0f0c954
 STAGE_VERSIONS = {"critique_revision": 2, "rl_cai": 2}  # bump when a code change alters a stage's output
@@ -210,7 +210,8 @@ def sl_cai(self) -> Path:
     def build(work):
         examples, counts = sft_examples(load_records(records_dir), read_records(helpful_dir / "samples.jsonl"), sft.revision, self.fmt)
         atomic_write_json(work / "data_counts.json", counts)
-        train_sft(self.run_spec, examples, work / "model", sft, dtype=self.dtype, seed=self.seed, work_dir=work / "checkpoints")
+        train_sft(self.run_spec, examples, work / "model", sft, dtype=self.dtype, seed=self.seed, work_dir=work / "checkpoints",
+                  report_to=self.P.run.report_to)
     if self.planned is not None: self._built(records_dir, "critique_revision"); self._built(helpful_dir, "helpful_samples")
     return self._stage("sl_cai", inputs, build)
 
@@ -340,12 +341,12 @@ def pm_inputs(model_spec: str, pm: PMSettings, labels_path, dtype, seed: int, co
 
 # %% ../nbs/pipeline.ipynb #8e566701
 def build_and_score_pm(model_spec: str, pm: PMSettings, labels_path, work, dtype, seed: int, constitution_path,
-                       progress: bool = True, fmt=PAPER) -> Path:
+                       progress: bool = True, fmt=PAPER, report_to: str = "none") -> Path:
     "Train and save a PM into `work` (`preference_model.build_pm`), then score its comparisons (`reward.score_pm`)."
     from cai_repro.preference_model import build_pm, resolve_labels
     from cai_repro.reward import score_pm
     build_pm(model_spec, pm, resolve_labels(labels_path), work, dtype=dtype, seed=seed, constitution_path=constitution_path,
-             progress=progress, fmt=fmt)
+             progress=progress, fmt=fmt, report_to=report_to)
     if not is_main(): return Path(work)  # another rank of a launcher: it trained, the main process scores
     return score_pm(work, batch_size=pm.batch_size, progress=progress, fmt=fmt)  # in the PM's training precision
 
@@ -362,7 +363,8 @@ def preference_model(self, **overrides) -> Path:
         if same_standin:  # a control samples the same stand-in answers as the main PM: take them from it (a record store)
             main = self.preference_model() / "helpful_samples.jsonl"
             if main.exists() and not (work / "helpful_samples.jsonl").exists(): atomic_write_text(work / "helpful_samples.jsonl", main.read_text())
-        build_and_score_pm(self.run_spec, pm, labels_dir, work, self.dtype, self.seed, self.constitution_path, self.progress, self.fmt)
+        build_and_score_pm(self.run_spec, pm, labels_dir, work, self.dtype, self.seed, self.constitution_path, self.progress, self.fmt,
+                           self.P.run.report_to)
     return self._stage("preference_model", inputs, build, what)
 
 # %% ../nbs/pipeline.ipynb #bc29f811
@@ -370,7 +372,7 @@ PM_CONTROLS = {"shuffled labels": {"shuffle_labels": True}}  # a PM on the same 
 
 # %% ../nbs/pipeline.ipynb #79007944
 def train_pm_into(out_dir, model_spec: str, pm: PMSettings, labels, dtype="float32", seed: int = 0,
-                  constitution_path="default", progress: bool = True, fmt: DialogueFormat = PAPER) -> Path:
+                  constitution_path="default", progress: bool = True, fmt: DialogueFormat = PAPER, report_to: str = "none") -> Path:
     "Train and measure a PM into `out_dir` (what `cai-repro pm train` does), resuming an interrupted run of the same inputs."
     from cai_repro.preference_model import PM_META, read_labels, resolve_labels
     out = Path(out_dir)
@@ -385,9 +387,9 @@ def train_pm_into(out_dir, model_spec: str, pm: PMSettings, labels, dtype="float
             diff = sorted(k for k in run.keys() | old.keys() if run.get(k) != old.get(k))
             raise InputError(d, None, f"holds a preference model run with other inputs ({', '.join(diff)}); use a new --out or delete it")
         return old is not None
-    with lock_on_main(out): return _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt)
+    with lock_on_main(out): return _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt, report_to)
 
-def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt) -> Path:
+def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt, report_to="none") -> Path:
     from cai_repro.preference_model import PM_META
     if out.exists():
         if check(out) and (out / PM_META).exists() and (out / "metrics.json").exists(): return out  # already done
@@ -399,7 +401,7 @@ def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, pa
         work.mkdir(parents=True, exist_ok=True)
         if not check(work): atomic_write_json(work / "run.json", run)
     barrier()
-    build_and_score_pm(model_spec, pm, labels_file, work, dtype, seed, path, progress, fmt)
+    build_and_score_pm(model_spec, pm, labels_file, work, dtype, seed, path, progress, fmt, report_to)
     if is_main(): os.replace(work, out)
     barrier()
     return out
@@ -455,18 +457,40 @@ def rl(self) -> Path:
         policy_dtype = self.dtype if torch.cuda.is_available() else "float32"
         model, tok = load_model(policy_spec, dtype=policy_dtype, seed=self.seed, device="auto")
         train_rl(model, tok, load_reward(pm_dir, dtype=self.dtype, seed=self.seed, fmt=self.fmt), pool, work, s, self.seed,
-                 policy_spec=str(policy_spec), reward_name=reward_name, progress=self.progress, fmt=self.fmt)
+                 policy_spec=str(policy_spec), reward_name=reward_name, progress=self.progress, fmt=self.fmt,
+                 report_to=self.P.run.report_to)
     return self._stage("rl_cai", inputs, build)
+
+# %% ../nbs/pipeline.ipynb #ca335b36
+@Pipeline.method
+def dpo(self, **overrides) -> Path:
+    "The DPO stage: `policy/` (a LoRA adapter on the SL-CAI model, with `metrics.json`) and `data_counts.json`."
+    from cai_repro.dpo import dpo_pairs, train_dpo
+    from cai_repro.preference_model import read_labels
+    s, policy_spec, labels_dir = replace(self.P.dpo, **overrides), self.sl_cai_policy(), self.labels()
+    if self.planned is not None: self._built(labels_dir, "labels")
+    inputs = {"policy": model_fingerprint(policy_spec), "labels": str(labels_dir), "dtype": str(self.dtype),
+              "settings": settings_record(s, seed=self.seed), **self.variant}
+    def build(work):
+        train, held, counts = dpo_pairs(read_labels(labels_dir), s, self.seed, self.fmt)
+        atomic_write_json(work / "data_counts.json", counts)
+        train_dpo(policy_spec, train, held, work / "policy", s, dtype=self.dtype, seed=self.seed, work_dir=work / "checkpoints",
+                  report_to=self.P.run.report_to, progress=self.progress)
+    return self._stage("dpo", inputs, build, ", ".join(f"{k}={v}" for k, v in overrides.items()))
+
+# %% ../nbs/pipeline.ipynb #90af7bb0
+DPO_CONTROLS = {"near-ties kept": {"min_margin": 0.0, "label_smoothing": 0.1}}  # robust DPO on every pair instead of dropping near-ties
 
 # %% ../nbs/pipeline.ipynb #20d31155
 @Pipeline.method
 def checkpoints(self) -> list[tuple]:
     "`(name, model spec, prompt prefix, RL step)` of every checkpoint the evaluation compares; all share one prefix."
     from cai_repro.critique_revision import assistant_prefix
-    sl_cai, rl_dir = self.sl_cai_policy(), self.rl()
+    sl_cai, rl_dir, dpo_dir = self.sl_cai_policy(), self.rl(), self.dpo()
     snapshots = sorted((self._built(rl_dir, "rl_cai") / "snapshots").iterdir())
     prefix = assistant_prefix(self.constitution, self.fmt) if self.P.evaluation.prompting == "few-shot" else ""
-    return ([("base", self.run_spec, prefix, None), ("SL-CAI", sl_cai, prefix, 0)]
+    return ([("base", self.run_spec, prefix, None), ("SL-CAI", sl_cai, prefix, 0),
+             ("DPO", str(self._built(dpo_dir, "dpo") / "policy"), prefix, None)]
             + [(f"RL step {int(p.name.split('-')[1])}", str(p), prefix, int(p.name.split("-")[1])) for p in snapshots])
 
 # %% ../nbs/pipeline.ipynb #9c5dde62
@@ -530,7 +554,7 @@ def evaluation(self) -> Path:
 
 # %% ../nbs/pipeline.ipynb #0eeab366
 STAGE_NOTEBOOKS = {"critique_revision": "03, 05", "helpful_samples": "04", "sl_cai": "04", "pairs": "06", "labels": "06", "eval_mc": "06a",
-                   "preference_model": "07", "rl_cai": "08", "evaluation": "09"}
+                   "preference_model": "07", "rl_cai": "08", "dpo": "08a", "evaluation": "09"}
 
 # %% ../nbs/pipeline.ipynb #c5f1a001
 def check_fit(P: Params) -> Constitution:
@@ -570,7 +594,9 @@ def plan(P: Params, root=None) -> list[dict]:
              ("preference_model", "", pipe.preference_model),
              *[("preference_model", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.preference_model, **o))
                for o in PM_CONTROLS.values()],
-             ("rl_cai", "", pipe.rl), ("evaluation", "", pipe.evaluation)]
+             ("rl_cai", "", pipe.rl), ("dpo", "", pipe.dpo),
+             *[("dpo", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.dpo, **o)) for o in DPO_CONTROLS.values()],
+             ("evaluation", "", pipe.evaluation)]
     for name, what, call in steps:
         try: call()
         except Waiting as w: pipe._note(name, what, key=None, status=f"waits for {w}", unit="stage", reused=0, recomputed=1)
@@ -589,7 +615,7 @@ def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str,
     from cai_repro.hhh_evals import EVALS
     full = sum(n for _, n in EVALS.values())  # the full files' items (the dev slices hold fewer)
     cot_items = (3 * evals.cot_limit if evals.cot_limit is not None else full) * evals.cot_chains
-    snapshots = rl.steps // max(rl.save_every, 1) + 1
+    snapshots = rl.steps // max(rl.save_every, 1) + 1  # and base, SL-CAI and DPO
     return [("critique_revision (main)", engine, cr.n_prompts * (1 + cr.revisions * (1 if cr.direct else 2)),
              cr.n_prompts * (cr.initial_tokens + cr.revisions * step(cr.direct))),
             ("critique_revision (ablations)", engine, an.n_ablation * r_abl * (2 * n_abl + 1),
@@ -600,5 +626,5 @@ def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str,
             ("labels (chains of thought)", engine, fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias),
              fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias) * fb.cot_tokens),
             ("rl_cai", "vllm (TRL)" if rl.use_vllm else "local", rl.steps * rl.batch_size, rl.steps * rl.batch_size * rl.max_new_tokens),
-            ("evaluation (answers)", "local", (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign),
-             (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens)]
+            ("evaluation (answers)", "local", (3 + snapshots) * 2 * (ev.n_harmful + ev.n_benign),
+             (3 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens)]
