@@ -256,7 +256,7 @@ def load_model(spec: str = EMBEDDED_SPEC, *, dtype="float32", device: str = "aut
         if (path / "adapter_config.json").exists(): model, tok = _load_adapter(path, dtype, trust_remote_code)
         elif (path / "config.json").exists(): model, tok = _from_pretrained(path, dtype, trust_remote_code)
         else: raise ModelNotAvailableError(f"{spec}: directory has neither config.json nor adapter_config.json")
-    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not a Hub id (org/name)
+    elif spec.startswith((".", "/", "~")) or split_revision(spec)[0].count("/") > 1:  # a path, not a Hub id (org/name)
         raise ModelNotAvailableError(f"{spec}: no such directory")
     else:
         model, tok = _load_from_hub(*split_revision(spec), dtype, trust_remote_code)
@@ -290,8 +290,8 @@ def load_tokenizer(spec: str = EMBEDDED_SPEC, trust_remote_code: bool = False):
         if (path / "tokenizer_config.json").exists(): return _finish_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
         if (path / "cai_repro.json").exists(): return load_tokenizer(json.loads((path / "cai_repro.json").read_text())["base_model"])
         raise ModelNotAvailableError(f"{spec}: directory has no tokenizer")
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1: raise ModelNotAvailableError(f"{spec}: no such directory")
     spec, rev = split_revision(spec)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1: raise ModelNotAvailableError(f"{spec}: no such directory")
     kw = {"revision": rev} if rev else {}
     try: return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=trust_remote_code, **kw))
     except OSError: pass
