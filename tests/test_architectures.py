@@ -68,3 +68,17 @@ def test_loading_options_fail_clearly_without_cuda():
     with pytest.raises(InputError, match=r"run\.attn_implementation: flash_attention_2 needs a CUDA GPU"):
         load_options("flash_attention_2")
     assert load_options("eager") == {"attn_implementation": "eager"}
+
+
+def test_attention_setting_reaches_the_model_and_the_key():
+    from cai_repro.models import load_model, set_load_options
+    from cai_repro.pipeline import Pipeline
+    plain = model_fingerprint("tiny-random")
+    try:
+        Pipeline(load_params("smoke", run={"attn_implementation": "eager"}), plan=True)
+        model, _ = load_model("tiny-random")
+        assert model.config._attn_implementation == "eager"
+        assert model_fingerprint("tiny-random") != plain  # another attention kernel: other stage keys
+    finally:
+        set_load_options()
+    assert model_fingerprint("tiny-random") == plain
