@@ -26,6 +26,11 @@ def test_wheel_carries_the_bundled_data(wheel):
                  "cai_repro/_data/nbs/03_critique_revision.ipynb", "cai_repro/__main__.py",
                  "cai_repro/_data/accelerate/zero3-8gpu.yaml", "cai_repro/_data/accelerate/one-gpu.yaml"):
         assert want in names, want
+    # installed into {sys.prefix}/etc/jupyter: enables the server extension that cleans the notebooks on save
+    assert any(n.endswith(".data/data/etc/jupyter/jupyter_server_config.d/cai_repro.artifacts.json") for n in names), names
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    for extra in ("dev", "server", "vllm", "deepspeed", "quantize", "notebooks"):
+        assert f"Provides-Extra: {extra}" in meta, extra
 
 
 def test_installed_package_finds_its_data_from_another_directory(wheel, tmp_path):
