@@ -250,7 +250,7 @@ def exclusive(path) -> Iterator[Path]:
 def _note_holder(lock):
     "Write this process's PID into the lock file it holds (filelock leaves the file's content alone), for the message."
     try:
-        with open(lock, "r+") as f: f.truncate(); f.write(f"{os.getpid()}\n")
+        with open(lock, "r+") as f: f.write(f"{os.getpid()}\n"); f.truncate()  # never empty for a reader in between
     except OSError: pass  # Windows: the locked byte cannot be written from another handle; the message says unknown
 
 def lock_holder(lock) -> str:
