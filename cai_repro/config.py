@@ -339,6 +339,7 @@ class DPOSettings:
     max_length: int = opt(256, "tokens of prompt and response together", min=8)
     lora_r: int = opt(8, "LoRA rank", min=1)
     lora_alpha: int = opt(16, "LoRA alpha", min=1)
+    lora_targets: tuple[str, ...] = opt(("all-linear",), LORA_TARGETS_HELP)
     save_steps: int = opt(10, "checkpoint interval, for resuming", min=1)
 
 # %% ../nbs/config.ipynb #70ef01f1

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from .artifacts import InputError, atomic_write_json, finite_guard
-from .config import DPOSettings, report_to_arg
+from .config import DPOSettings, lora_target_modules, report_to_arg
 from .dialogue import PAPER, DialogueFormat
 from .distributed import lock_on_main, save_trained, world
 from .models import load_model
@@ -96,7 +96,7 @@ def train_dpo(policy_spec: str, train: Sequence[dict], heldout: Sequence[dict], 
     ds = Dataset.from_list([{k: r[k] for k in cols} for r in train]).shuffle(seed=seed)
     ev = Dataset.from_list([{k: r[k] for k in cols} for r in heldout]) if heldout else None
     lora = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+                      target_modules=lora_target_modules(s.lora_targets))
     trainer = DPOTrainer(model=model, args=dpo_config(s, work, seed, report_to, progress), train_dataset=ds, eval_dataset=ev,
                          processing_class=tok, peft_config=lora, callbacks=[finite_guard()])
     if not progress:
