@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -27,16 +28,19 @@ import yaml
 from filelock import FileLock, Timeout
 
 # %% auto #0
-__all__ = ['BUNDLED', 'ANTHROPIC_REPO', 'ANTHROPIC_COMMIT', 'ANTHROPIC_URL', 'ANTHROPIC_SHA256', 'ANTHROPIC_EVALS', 'InputError',
-           'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
+__all__ = ['log', 'BUNDLED', 'ANTHROPIC_REPO', 'ANTHROPIC_COMMIT', 'ANTHROPIC_URL', 'ANTHROPIC_SHA256', 'ANTHROPIC_EVALS',
+           'InputError', 'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
            'atomic_write_json', 'atomic_dir', 'read_records', 'RecordStore', 'Busy', 'lock_holder', 'exclusive',
            'check_run_config', 'claim_run_dir', 'NonFiniteError', 'check_finite', 'finite_guard', 'checkout_dir',
            'notebook_checkout', 'jupyter_pre_save_hook', 'bundled_dir', 'anthropic_data_dir', 'cache_dir', 'stages_dir',
            'content_digest', 'sha256_file', 'file_manifest', 'manifest_problems', 'Damaged', 'stage_of',
-           'check_stage_files', 'Stage', 'write_summary', 'figures_dir', 'anthropic_url', 'dev_slice',
-           'AnthropicDataUnavailable', 'ChecksumMismatch', 'anthropic_cache_dir', 'anthropic_source',
-           'verify_anthropic', 'anthropic_missing', 'fetch_anthropic', 'anthropic_file', 'anthropic_files',
-           'download_anthropic', 'derive_seed', 'set_seed']
+           'check_stage_files', 'Stage', 'configure_logging', 'log_to_notebook', 'write_summary', 'figures_dir',
+           'anthropic_url', 'dev_slice', 'AnthropicDataUnavailable', 'ChecksumMismatch', 'anthropic_cache_dir',
+           'anthropic_source', 'verify_anthropic', 'anthropic_missing', 'fetch_anthropic', 'anthropic_file',
+           'anthropic_files', 'download_anthropic', 'derive_seed', 'set_seed']
+
+# %% ../nbs/artifacts.ipynb #e1bb3cc8
+log = logging.getLogger("cai_repro.artifacts")  # this module's progress and warnings (named, not __name__: in a notebook that is __main__)
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -482,9 +486,8 @@ class Stage:
     def set_aside(self, problems: Sequence[str]) -> Path:
         "Move a damaged stage out of the way (kept for inspection), saying why."
         aside = self.dir.with_name(f".{self.dir.name}.damaged-{int(time.time())}")
-        print(f"cai-repro: stage {self.dir.name} is damaged: {problems[0]}"
-              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "") + f"; moved to {aside} and rebuilt",
-              file=sys.stderr)
+        log.warning(f"stage {self.dir.name} is damaged: {problems[0]}"
+                    + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "") + f"; moved to {aside} and rebuilt")
         os.replace(self.dir, aside)
         return aside
 
@@ -493,7 +496,7 @@ class Stage:
         if self.done:
             bad = self.problems()
             if not bad:
-                if verbose: print(f"{self.name}: cached ({self.dir})")
+                (log.info if verbose else log.debug)(f"{self.name}: cached ({self.dir})")
                 return self.dir
             self.set_aside(bad)
         self.dir.parent.mkdir(parents=True, exist_ok=True)
@@ -502,13 +505,13 @@ class Stage:
             lock = FileLock(lock_path)
             try: lock.acquire(timeout=0)
             except Timeout:  # another process builds this stage: wait for it, then use its result
-                print(f"{self.name}: waiting for process {lock_holder(lock_path)}, which is building it", flush=True)
+                log.info(f"{self.name}: waiting for process {lock_holder(lock_path)}, which is building it")
                 lock.acquire()
             held.callback(lock.release)
             _note_holder(lock_path)
             if self.done: return self.dir  # another process finished it while we waited
             resumed = self.work.exists()
-            if verbose: print(f"{self.name}: {'resuming' if resumed else 'building'} in {self.work}")
+            (log.info if verbose else log.debug)(f"{self.name}: {'resuming' if resumed else 'building'} in {self.work}")
             self.work.mkdir(exist_ok=True)
             t0 = time.time()
             build(self.work)
@@ -517,6 +520,49 @@ class Stage:
             if self.dir.exists(): shutil.rmtree(self.dir)  # an unfinished leftover without STAGE.json
             os.replace(self.work, self.dir)
         return self.dir
+
+# %% ../nbs/artifacts.ipynb #a5b913fc
+class _LogFormat(logging.Formatter):
+    "The message alone; a warning or error says so, after the program's name."
+    def format(self, record):
+        msg = super().format(record)
+        return msg if record.levelno < logging.WARNING else f"cai-repro: {record.levelname.lower()}: {msg}"
+
+class _LogHandler(logging.StreamHandler):
+    """Writes each record to the stream current when it is emitted (so a redirected or captured stream gets it): stderr,
+    or with `split` stdout below WARNING."""
+    def __init__(self, split: bool = False):
+        super().__init__(sys.stderr)
+        self.split = split
+        self.setFormatter(_LogFormat("%(message)s"))
+
+    def emit(self, record):
+        self.stream = sys.stdout if self.split and record.levelno < logging.WARNING else sys.stderr
+        super().emit(record)
+
+def configure_logging(level: str | int | None = None, notebook: bool = False) -> logging.Logger:
+    """Show the `cai_repro` loggers' messages at `level` (None: `$CAI_REPRO_LOG_LEVEL`, else INFO): on stderr, or with
+    `notebook` INFO on stdout and warnings on stderr. A second call replaces the first one's handler."""
+    level = level if level is not None else os.environ.get("CAI_REPRO_LOG_LEVEL") or "INFO"
+    if isinstance(level, str):
+        if not isinstance(logging.getLevelName(level.upper()), int):
+            raise InputError("CAI_REPRO_LOG_LEVEL", None, f"unknown log level {level!r} (DEBUG, INFO, WARNING or ERROR)")
+        level = level.upper()
+    lg = logging.getLogger("cai_repro")
+    for h in [h for h in lg.handlers if isinstance(h, _LogHandler)]: lg.removeHandler(h)
+    lg.addHandler(_LogHandler(split=notebook))
+    lg.setLevel(level)
+    return lg
+
+# %% ../nbs/artifacts.ipynb #6c5deb10
+def log_to_notebook() -> bool:
+    """In IPython (Jupyter, papermill, nbdev's test runner), show the library's messages as cell output, unless the
+    `cai_repro` logger already has a handler (the command line's, or a user's own). Called by `config.banner`, the first
+    line of every numbered notebook. Returns whether it configured logging."""
+    ip = sys.modules.get("IPython")
+    if ip is None or ip.get_ipython() is None or logging.getLogger("cai_repro").handlers: return False
+    configure_logging(notebook=True)
+    return True
 
 # %% ../nbs/artifacts.ipynb #bb3adc9c
 def write_summary(run_dir, stage: str, values: dict) -> Path:
@@ -700,7 +746,7 @@ def anthropic_file(rel: str, download: bool = True, timeout: float = 30.0) -> Pa
 def anthropic_files(rels: Sequence[str], skipped: list | None = None, download: bool = True) -> dict[str, Path] | None:
     """`{rel: path}` for Anthropic's files `rels`, all from one place: the data folder if it holds them all, else the
     cache (`anthropic_file`; copies in the data folder are checked and cached with the rest). None when one cannot be
-    had: then `skipped: needs <rel>` is printed for each missing file and appended to `skipped`, the list a notebook
+    had: then `skipped: needs <rel>` is logged for each missing file and appended to `skipped`, the list a notebook
     writes into its summary under `skipped`."""
     d = anthropic_data_dir()
     if d is not None and all((d / r).is_file() for r in rels): return {r: d / r for r in rels}
@@ -713,9 +759,9 @@ def anthropic_files(rels: Sequence[str], skipped: list | None = None, download: 
         except AnthropicDataUnavailable as e: missing.append(r); why = why or str(e)  # a wrong file (ChecksumMismatch) is an error
     for r in missing:
         note = f"skipped: needs {r}"
-        print(note)
+        log.info(note)
         if skipped is not None and note not in skipped: skipped.append(note)
-    if missing: print(f"  ({why})")
+    if missing: log.info(f"  ({why})")
     return None if missing else found
 
 # %% ../nbs/artifacts.ipynb #51392f93

@@ -67,6 +67,9 @@ def build_parser(P: Params | None = None) -> argparse.ArgumentParser:
     "The `cai-repro` parser, its defaults taken from `P` (the dataclass defaults when None)."
     P = P or Params()
     p = argparse.ArgumentParser(prog="cai-repro", description="A literate reproduction of Constitutional AI (Bai et al., 2022).")
+    p.add_argument("-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", help="also show debug messages")
+    p.add_argument("-q", "--quiet", dest="log_level", action="store_const", const="WARNING",
+                   help="only warnings and errors on stderr (default: progress too, or the level $CAI_REPRO_LOG_LEVEL names)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS: add(sub, P)
     return p
@@ -83,6 +86,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(_defaults_from(argv)).parse_args(argv)
+        from cai_repro.artifacts import configure_logging
+        configure_logging(args.log_level)  # progress on stderr, stdout keeps a command's result
         name, ranked = " ".join(filter(None, (args.command, getattr(args, "action", None)))), (
             "critique-revise", "label", "eval mc", "eval compare", "sft", "pm train", "rl")  # the commands that use ranks
         if world()[1] > 1 and name not in ranked:

@@ -490,6 +490,8 @@ def load_params(profile="smoke", **sections) -> Params:
 # %% ../nbs/config.ipynb #64ca6137
 def banner(P: Params) -> str:
     "One line naming the profile and the model, and saying whether this run's numbers are results or placeholders."
+    from cai_repro.artifacts import log_to_notebook
+    log_to_notebook()  # every numbered notebook starts here: in a notebook, show the library's log messages as output
     smoke = P.run.model == "tiny-random"
     what = ("SMOKE RUN on a tiny random model: every number below is a placeholder that only shows the code runs"
             if smoke else f"the {P.name!r} run on {P.run.model}")

@@ -10,6 +10,7 @@ import copy
 import functools
 import importlib.util
 import json
+import logging
 import math
 import os
 import socket
@@ -30,12 +31,15 @@ from .artifacts import (InputError, Unavailable, atomic_dir, atomic_write_json, 
                                  derive_seed, file_manifest, manifest_problems, stage_of)
 
 # %% auto #0
-__all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'CHATML_TEMPLATE', 'QUANTIZE', 'SAMPLER_VERSION', 'ModelNotAvailableError',
+__all__ = ['log', 'EMBEDDED_SPEC', 'TINY_SPEC', 'CHATML_TEMPLATE', 'QUANTIZE', 'SAMPLER_VERSION', 'ModelNotAvailableError',
            'resolve_dtype', 'byte_tokenizer', 'tiny_random_config', 'load_tiny_random', 'tiny_chat_dir', 'convert_gguf',
            'embedded_model_dir', 'hub_reachable', 'split_revision', 'pin_revision', 'load_options', 'set_load_options',
            'load_model', 'load_tokenizer', 'model_fingerprint', 'load_model_cached', 'head_weight_float32',
            'final_logits', 'left_pad', 'Engine', 'EncodedPrefix', 'merge_caches', 'drop_columns', 'PerRowSampler',
            'StopOnStrings', 'cut_at_stops', 'Sampler', 'EngineSampler', 'make_sampler', 'generate']
+
+# %% ../nbs/00_models.ipynb #23a998e3
+log = logging.getLogger("cai_repro.models")  # this module's progress and warnings (named, not __name__: in a notebook that is __main__)
 
 # %% ../nbs/00_models.ipynb #4a23fcba
 EMBEDDED_SPEC = "gemma-3-270m"
@@ -141,8 +145,8 @@ def embedded_model_dir() -> Path:
     if (d / "MANIFEST.json").exists():
         bad = manifest_problems(d, json.loads((d / "MANIFEST.json").read_text()))
         if not bad: return d
-        print(f"cai-repro: the cached copy of the embedded model is damaged ({bad[0]}); converting it again", file=sys.stderr)
-    print(f"converting the embedded GGUF model once; cached in {d}")
+        log.warning(f"the cached copy of the embedded model is damaged ({bad[0]}); converting it again")
+    log.info(f"converting the embedded GGUF model once; cached in {d}")
     convert_gguf(assemble(), d)  # replaces a damaged or unverifiable copy atomically
     return d
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,12 @@ from .artifacts import (InputError, anthropic_data_dir, atomic_write_json, atomi
 from .config import Params, load_params
 
 # %% auto #0
-__all__ = ['RUNNER', 'PARAMETERS', 'stage_notebooks', 'select_notebooks', 'declared_parameters', 'StageFailed', 'run_notebook',
-           'default_run_dir', 'profile_for_run', 'checkout_state', 'stamp_run', 'check_anthropic_data', 'reproduce',
-           'format_plan']
+__all__ = ['log', 'RUNNER', 'PARAMETERS', 'stage_notebooks', 'select_notebooks', 'declared_parameters', 'StageFailed',
+           'run_notebook', 'default_run_dir', 'profile_for_run', 'checkout_state', 'stamp_run', 'check_anthropic_data',
+           'reproduce', 'format_plan']
+
+# %% ../nbs/10_reproduce.ipynb #fa8f80ed
+log = logging.getLogger("cai_repro.reproduce")  # this module's progress and warnings (named, not __name__: in a notebook that is __main__)
 
 # %% ../nbs/10_reproduce.ipynb #ea33d280
 RUNNER = "10_reproduce"  # this notebook: documentation of the runner, not a stage of the run
@@ -108,7 +112,7 @@ def run_notebook(nb: Path, run_dir: Path, params: dict, cell_timeout: int | None
         if partial.exists(): partial.replace(out)
     try: _render_html(out, run_dir / f"{nb.stem}.html")
     except Exception as e:  # the executed notebook is the result; its HTML copy is a convenience and must not stop the run
-        print(f"cai-repro: warning: {nb.name} ran, but its HTML copy failed ({type(e).__name__}: {e})", file=sys.stderr)
+        log.warning(f"{nb.name} ran, but its HTML copy failed ({type(e).__name__}: {e})")
     return time.time() - t0
 
 # %% ../nbs/10_reproduce.ipynb #a6823837
@@ -194,7 +198,7 @@ def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: s
     for nb in notebooks:
         if declared_parameters(nb) != list(PARAMETERS):
             raise InputError(nb, None, f"its parameters cell must declare exactly {', '.join(PARAMETERS)}")
-    if (note := check_anthropic_data(P)): print(note, flush=True)
+    if (note := check_anthropic_data(P)): log.info(note)
     run_dir.mkdir(parents=True, exist_ok=True)
     if record is None: record = P.name == "cpu" and checkout_dir() is not None and not only and not start and constitution is None
     with exclusive(run_dir): return _run_all(P, run_dir, notebooks, record)
@@ -207,17 +211,17 @@ def _run_all(P: Params, run_dir: Path, notebooks: Sequence[Path], record: bool) 
     atomic_write_json(summary_path, summary)  # which code runs is on record before the first notebook starts
     params = {"profile": str(Path(P.source).resolve()), "run_dir": str(run_dir)}
     for k, nb in enumerate(notebooks, 1):
-        print(f"[{k}/{len(notebooks)}] {nb.stem} ...", flush=True)
+        log.info(f"[{k}/{len(notebooks)}] {nb.stem} ...")
         wall = run_notebook(nb, run_dir, params, P.run.cell_timeout)
         stage_summary = run_dir / "summary" / f"{nb.stem}.json"
         summary["stages"][nb.stem] = {"wall_s": round(wall, 1),
                                       **(json.loads(stage_summary.read_text()) if stage_summary.exists() else {})}
         atomic_write_json(summary_path, summary)
-        print(f"[{k}/{len(notebooks)}] {nb.stem} done in {_fmt(wall)}", flush=True)
-    print(f"done: {run_dir} (summary.json, executed notebooks, HTML, figures/)")
+        log.info(f"[{k}/{len(notebooks)}] {nb.stem} done in {_fmt(wall)}")
+    log.info(f"done: {run_dir} (summary.json, executed notebooks, HTML, figures/)")
     if record:
         from cai_repro.record import publish
-        print(publish(run_dir), flush=True)
+        log.info(publish(run_dir))
     return summary
 
 # %% ../nbs/10_reproduce.ipynb #c4d2f1b3

@@ -2,6 +2,7 @@
 import hashlib
 import http.server
 import json
+import logging
 import shutil
 import threading
 
@@ -209,14 +210,15 @@ def test_download_anthropic_covers_every_file_a_run_reads(env, monkeypatch):
 
 # --- skipping cleanly ---
 
-def test_skip_helper_notes_each_missing_file_once(env, capsys):
+def test_skip_helper_notes_each_missing_file_once(env, caplog):
+    caplog.set_level(logging.INFO, logger="cai_repro")
     skipped = []
     rels = ["samples/PALMS_HRLHF.jsonl", "evals/HarmfulVsEthical.dev-slice.jsonl"]
     assert anthropic_files(rels, skipped) is None
     assert anthropic_files(rels[:1], skipped) is None
     assert skipped == [f"skipped: needs {r}" for r in rels]
-    out = capsys.readouterr().out
-    assert out.count("skipped: needs samples/PALMS_HRLHF.jsonl\n") == 2 and "CAI_REPRO_ANTHROPIC_DATA" in out
+    said = caplog.messages  # logged (a notebook shows them as output)
+    assert said.count("skipped: needs samples/PALMS_HRLHF.jsonl") == 2 and any("CAI_REPRO_ANTHROPIC_DATA" in m for m in said)
 
 
 def test_skip_helper_takes_the_files_from_one_place(env, anthropic_dir, monkeypatch):
@@ -231,13 +233,13 @@ def test_skip_helper_takes_the_files_from_one_place(env, anthropic_dir, monkeypa
     assert all(p.read_bytes() == (anthropic_dir / r).read_bytes() for r, p in got.items())
 
 
-def test_reproduce_offline_without_the_files_skips_the_evaluations(env, capsys):
+def test_reproduce_offline_without_the_files_skips_the_evaluations(env, caplog):
     "The smoke profile's 06a through the runner (papermill), offline with an empty data folder: it runs to its end, and"
     "its summary and output say what was skipped. (05 and 09 use the same helper, after stages that take minutes here.)"
     from cai_repro.reproduce import reproduce
+    caplog.set_level(logging.INFO, logger="cai_repro")
     summary = reproduce("smoke", out=env / "run", only=["06a_hhh_evals"])
-    out = capsys.readouterr().out
-    assert "note: Anthropic's files were not found" in out  # a note at the start, not a stop
+    assert any(m.startswith("note: Anthropic's files were not found") for m in caplog.messages)  # a note at the start, not a stop
     s = summary["stages"]["06a_hhh_evals"]
     need = ["evals/438HHHEvaluations.dev-slice.jsonl", "evals/HarmfulVsEthical.dev-slice.jsonl",
             "evals/HarmfulnessClassification.dev-slice.jsonl", "evals/438HHHEvaluations.dev-large.jsonl"]
