@@ -19,10 +19,10 @@ from .distributed import is_main, local_device, lock_on_main, main_first, sharde
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RENDER_KINDS', 'command', 'run_arguments', 'model_from_args', 'format_from_args', 'build_parser', 'main',
-           'constitution_check', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd', 'prompts_check',
-           'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd',
-           'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'eval_mc_cmd', 'eval_compare_cmd', 'eval_download_cmd', 'pairs_cmd',
-           'label_cmd']
+           'constitution_check', 'constitution_diff', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd',
+           'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd',
+           'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
+           'eval_download_cmd', 'pairs_cmd', 'label_cmd']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -113,6 +113,15 @@ def constitution_check(args) -> int:
           f"{s['few_shot']} few-shot demonstrations")
     for p in c.critique_revision: print(f"  critique/revision [{p.id}] {p.critique_request[:90]}")
     for p in c.feedback: print(f"  feedback [{p.id}] {p.principle[:90]}")
+    for name, spec in c.prompt_sets: print(f"  prompt set [{name}] {spec}")
+    return 0
+
+def constitution_diff(args) -> int:
+    "Print what changed from constitution A to B, principle by principle (exit 0 whether or not they differ)."
+    from cai_repro.constitution import diff_constitutions, format_diff, load_constitution
+    a, b = load_constitution(args.a), load_constitution(args.b)
+    d = diff_constitutions(a, b)
+    print(json.dumps(d, ensure_ascii=False) if args.json else format_diff(d))
     return 0
 
 @command
@@ -122,6 +131,12 @@ def _constitution_parser(sub, P):
     chk.add_argument("path", help="a YAML/JSON file, a directory of Anthropic's JSON files, or a bundled name (default, medical)")
     chk.add_argument("--json", action="store_true", help="print one JSON object with the counts")
     chk.set_defaults(func=constitution_check)
+    dif = c.add_parser("diff", help="what changed from constitution A to B: principles added, removed, reworded (with the "
+                                    "words), reordered; few-shot demonstrations, prompt sets and top-level fields")
+    dif.add_argument("a", help="the original: a file or a bundled name")
+    dif.add_argument("b", help="the edited one")
+    dif.add_argument("--json", action="store_true", help="print one JSON object (`constitution.diff_constitutions`)")
+    dif.set_defaults(func=constitution_diff)
 
 # %% ../nbs/cli.ipynb #2bc8ffac
 def generate_cmd(args) -> int:

@@ -114,7 +114,7 @@ class Pipeline:
 @Pipeline.method
 def cr_prompts(self) -> list[Prompt]:
     "The main critique → revision run's prompts."
-    return sample_prompts(load_prompts(self.P.cr.prompts), self.P.cr.n_prompts, seed=self.seed)
+    return sample_prompts(load_prompts(self.P.cr.prompts, constitution=self.constitution), self.P.cr.n_prompts, seed=self.seed)
 
 # %% ../nbs/pipeline.ipynb #ed65d5ea
 @Pipeline.method
@@ -154,7 +154,7 @@ def helpful_samples(self) -> Path:
     from cai_repro.critique_revision import assistant_prefix
     from cai_repro.sl_cai import sample_helpful
     sft = self.P.sft
-    prompts = sample_prompts(load_prompts(sft.helpful_prompts), sft.n_helpful, seed=self.seed)
+    prompts = sample_prompts(load_prompts(sft.helpful_prompts, constitution=self.constitution), sft.n_helpful, seed=self.seed)
     inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "constitution": content_digest(self.constitution_path),
               "prompts": [p.to_json() for p in prompts], "tokens": sft.helpful_tokens, "seed": self.seed, **self.variant}
     def build(work):
@@ -216,7 +216,7 @@ def hhh_eval(self, name: str) -> tuple[Path, Path]:
 @Pipeline.method
 def feedback_prompts(self) -> list[Prompt]:
     "The red-team prompts whose response pairs are labelled."
-    return sample_prompts(load_prompts(self.P.feedback.prompts), self.P.feedback.n_prompts, seed=self.seed)
+    return sample_prompts(load_prompts(self.P.feedback.prompts, constitution=self.constitution), self.P.feedback.n_prompts, seed=self.seed)
 
 # %% ../nbs/pipeline.ipynb #d7d42b8b
 PALMS_MODELS = ("HRLHF", "HHRLHF", "RLMADISON", "RLMADISON_COT")  # the published models whose PALMS answers make pairs
