@@ -22,7 +22,7 @@ __all__ = ['COMMANDS', 'RENDER_KINDS', 'command', 'run_arguments', 'model_from_a
            'constitution_check', 'constitution_diff', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd',
            'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd',
            'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
-           'eval_download_cmd', 'pairs_cmd', 'label_cmd']
+           'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'compare_cmd']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -698,3 +698,31 @@ def _label_parser(sub, P):
     add_settings_arguments(p, FeedbackSettings, defaults=P.feedback, names=[f for f in FeedbackSettings.__dataclass_fields__
                                                                           if f not in FeedbackSettings.SELECTION])
     p.set_defaults(func=label_cmd)
+
+# %% ../nbs/cli.ipynb #76b1f99a
+def compare_cmd(args) -> int:
+    "Compare two runs' stages: what changed in the revisions, labels, scores, PM audit and refusals."
+    from cai_repro.workbench import compare_runs, format_compare, plot_compare, run_scorer, run_stages
+    scorer = run_scorer(run_stages(args.run_a, args.stages)) if args.score else None
+    d = compare_runs(args.run_a, args.run_b, args.stages, scorer=scorer, n_boot=args.bootstrap, seed=args.seed)
+    if args.out:
+        from cai_repro.artifacts import atomic_write_json
+        d["figures"] = [str(p) for p in plot_compare(d, args.out)]
+        atomic_write_json(Path(args.out) / "compare.json", d)
+    print(json.dumps(d, ensure_ascii=False) if args.json else format_compare(d, show=args.show))
+    return 0
+
+@command
+def _compare_parser(sub, P):
+    p = sub.add_parser("compare", help="compare two runs that share prompts: revisions, labels, scores, PM audit, refusals by category")
+    p.add_argument("run_a", help="a `cai-repro reproduce` run directory (e.g. runs/cpu)")
+    p.add_argument("run_b", help="another, e.g. the same profile with an edited constitution")
+    p.add_argument("--stages", help="the stage cache the runs used (default: CAI_REPRO_STAGES or the cache folder)")
+    p.add_argument("--score", action=argparse.BooleanOptionalAction, default=True,
+                   help="score both runs' final revisions with run A's harmlessness scorer (loads its model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="also write compare.json and the figures into this folder")
+    p.add_argument("--show", type=int, default=5, help="examples shown per section (default: 5)")
+    p.add_argument("--bootstrap", type=int, default=P.workbench.bootstrap, help=f"bootstrap resamples (default: {P.workbench.bootstrap})")
+    p.add_argument("--seed", type=int, default=P.run.seed, help=f"seed of the bootstrap (default: {P.run.seed})")
+    p.set_defaults(func=compare_cmd)
