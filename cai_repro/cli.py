@@ -116,14 +116,6 @@ def constitution_check(args) -> int:
     for name, spec in c.prompt_sets: print(f"  prompt set [{name}] {spec}")
     return 0
 
-def constitution_diff(args) -> int:
-    "Print what changed from constitution A to B, principle by principle (exit 0 whether or not they differ)."
-    from cai_repro.constitution import diff_constitutions, format_diff, load_constitution
-    a, b = load_constitution(args.a), load_constitution(args.b)
-    d = diff_constitutions(a, b)
-    print(json.dumps(d, ensure_ascii=False) if args.json else format_diff(d))
-    return 0
-
 @command
 def _constitution_parser(sub, P):
     c = sub.add_parser("constitution", help="inspect constitutions").add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -137,6 +129,15 @@ def _constitution_parser(sub, P):
     dif.add_argument("b", help="the edited one")
     dif.add_argument("--json", action="store_true", help="print one JSON object (`constitution.diff_constitutions`)")
     dif.set_defaults(func=constitution_diff)
+
+# %% ../nbs/cli.ipynb #f280f483
+def constitution_diff(args) -> int:
+    "Print what changed from constitution A to B, principle by principle (exit 0 whether or not they differ)."
+    from cai_repro.constitution import diff_constitutions, format_diff, load_constitution
+    a, b = load_constitution(args.a), load_constitution(args.b)
+    d = diff_constitutions(a, b)
+    print(json.dumps(d, ensure_ascii=False) if args.json else format_diff(d))
+    return 0
 
 # %% ../nbs/cli.ipynb #2bc8ffac
 def generate_cmd(args) -> int:
