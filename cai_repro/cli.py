@@ -19,7 +19,7 @@ from .distributed import is_main, local_device, lock_on_main, main_first, sharde
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RENDER_KINDS', 'command', 'run_arguments', 'model_from_args', 'format_from_args', 'build_parser', 'main',
-           'constitution_check', 'constitution_diff', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd',
+           'constitution_diff', 'constitution_check', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd',
            'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd',
            'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
            'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'compare_cmd']
@@ -99,6 +99,15 @@ def main(argv=None) -> int:
         print("cai-repro: interrupted; finished work is kept, and rerunning the same command resumes", file=sys.stderr)
         return 130
 
+# %% ../nbs/cli.ipynb #f280f483
+def constitution_diff(args) -> int:
+    "Print what changed from constitution A to B, principle by principle (exit 0 whether or not they differ)."
+    from cai_repro.constitution import diff_constitutions, format_diff, load_constitution
+    a, b = load_constitution(args.a), load_constitution(args.b)
+    d = diff_constitutions(a, b)
+    print(json.dumps(d, ensure_ascii=False) if args.json else format_diff(d))
+    return 0
+
 # %% ../nbs/cli.ipynb #2299be21
 def constitution_check(args) -> int:
     "Validate a constitution file (ours or Anthropic's) and print a summary."
@@ -129,15 +138,6 @@ def _constitution_parser(sub, P):
     dif.add_argument("b", help="the edited one")
     dif.add_argument("--json", action="store_true", help="print one JSON object (`constitution.diff_constitutions`)")
     dif.set_defaults(func=constitution_diff)
-
-# %% ../nbs/cli.ipynb #f280f483
-def constitution_diff(args) -> int:
-    "Print what changed from constitution A to B, principle by principle (exit 0 whether or not they differ)."
-    from cai_repro.constitution import diff_constitutions, format_diff, load_constitution
-    a, b = load_constitution(args.a), load_constitution(args.b)
-    d = diff_constitutions(a, b)
-    print(json.dumps(d, ensure_ascii=False) if args.json else format_diff(d))
-    return 0
 
 # %% ../nbs/cli.ipynb #2bc8ffac
 def generate_cmd(args) -> int:

@@ -490,7 +490,7 @@ def plan(P: Params, root=None) -> list[dict]:
 # %% ../nbs/pipeline.ipynb #7bcbd133
 def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str, int, int]]:
     "(stage, where it samples, texts sampled, most tokens generated) for every stage of `P` that samples."
-    cr, an, sft, fb, rl, ev, evals = P.cr, P.analysis, P.sft, P.feedback, P.rl, P.evaluation, P.evals
+    cr, an, sft, fb, rl, ev, evals, wb = P.cr, P.analysis, P.sft, P.feedback, P.rl, P.evaluation, P.evals, P.workbench
     engine = P.engine.engine if P.engine.engine == "local" else f"{P.engine.engine} {P.engine.base_url}"
     step = lambda direct: (0 if direct else cr.critique_tokens) + cr.revision_tokens
     n_abl = len([k for k in an.principle_counts if k != n_principles])
@@ -510,4 +510,6 @@ def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str,
              fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias) * fb.cot_tokens),
             ("rl_cai", "vllm (TRL)" if rl.use_vllm else "local", rl.steps * rl.batch_size, rl.steps * rl.batch_size * rl.max_new_tokens),
             ("evaluation (answers)", "local", (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign),
-             (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens)]
+             (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens),
+            ("workbench (two constitutions)", engine, 2 * wb.n_prompts * (1 + 2 * wb.revisions),
+             2 * wb.n_prompts * (cr.initial_tokens + wb.revisions * step(False)))]
