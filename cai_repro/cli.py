@@ -240,8 +240,10 @@ def _serve_parser(sub, P):
 # %% ../nbs/cli.ipynb #69ddb450
 def prompts_check(args) -> int:
     "Validate a prompt file (or a bundled set) and summarise it."
+    from cai_repro.constitution import load_constitution
     from cai_repro.prompts import load_prompts, prompts_summary
-    s = prompts_summary(load_prompts(args.spec))
+    c = load_constitution(args.constitution) if args.spec.startswith("constitution:") else None
+    s = prompts_summary(load_prompts(args.spec, constitution=c))
     print(json.dumps(s) if args.json else f"{args.spec}: {s['n']} prompts ({s['harmful']} harmful) in "
           f"{len(s['categories'])} categories: " + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
     return 0
@@ -261,7 +263,9 @@ def prompts_generate(args) -> int:
 def _prompts_parser(sub, P):
     p = sub.add_parser("prompts", help="check or generate red-team prompt sets").add_subparsers(dest="action", required=True, metavar="ACTION")
     c = p.add_parser("check", help="validate a prompt file and count its categories")
-    c.add_argument("spec", help="a JSONL file of {prompt, category}, or a bundled set: red-team, helpful, all")
+    c.add_argument("spec", help="a JSONL file of {prompt, category}, a bundled set (red-team, helpful, clinical, all), or "
+                                "constitution:NAME (a set the --constitution names)")
+    c.add_argument("--constitution", default=P.run.constitution, help=f"for constitution:NAME (default: {P.run.constitution})")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=prompts_check)
     g = p.add_parser("generate", help="generate new red-team prompts few-shot, as the paper did for most of its prompts")
