@@ -51,9 +51,11 @@ nbtest: $(STAMP)
 	$(BIN)/nbdev_test --n_workers 0 --do_print --skip_file_re '^([_.]|[0-9])'
 
 
-# The smoke profile through the runner: papermill, summary.json, HTML and figures, as `make reproduce` does it.
+# The smoke profile through the runner: papermill, summary.json, HTML and figures, as `make reproduce` does it; then the
+# same profile under the medical constitution (any valid constitution runs the whole pipeline).
 smoke-run: $(STAMP)
 	$(BIN)/cai-repro reproduce --profile smoke --out runs/smoke
+	$(BIN)/cai-repro reproduce --profile smoke --constitution medical --out runs/smoke-medical
 
 test: sync-check pytest nbtest smoke-run
 

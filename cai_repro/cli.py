@@ -12,17 +12,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from .artifacts import InputError, NonFiniteError, Unavailable
-from .config import (CompareSettings, CritiqueRevisionSettings, EngineSettings, EvalSettings, FeedbackSettings,
+from .config import (CompareSettings, CritiqueRevisionSettings, DPOSettings, EngineSettings, EvalSettings, FeedbackSettings,
                               HHHEvalSettings, Params, PMSettings, RLSettings, RunSettings, SFTSettings, add_settings_arguments,
-                              load_params, settings_from_args)
+                              load_params, report_to_arg, settings_from_args)
 from .distributed import is_main, local_device, lock_on_main, main_first, sharded_map, world
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RENDER_KINDS', 'command', 'run_arguments', 'model_from_args', 'format_from_args', 'build_parser', 'main',
            'constitution_diff', 'constitution_check', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd',
            'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd',
-           'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
-           'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'compare_cmd']
+           'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'dpo_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
+           'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'export_cmd', 'compare_cmd']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
             "critique-revise", "label", "eval mc", "eval compare", "sft", "pm train", "rl")  # the commands that use ranks
         if world()[1] > 1 and name not in ranked:
             raise InputError(name, None, f"runs in one process; under torchrun or accelerate launch run {', '.join(ranked)}")
+        report_to_arg(getattr(args, "report_to", "none"))  # a tracking backend that is not installed: stop before any work
         if not getattr(args, "out", None): return args.func(args) or 0
         # one writer per output, for the whole command: a second one stops at once (exit 2). Under a launcher the main
         # process holds it, and each rank of a record-writing command also locks its own part (see `distributed`)
@@ -283,10 +284,13 @@ def reproduce_cmd(args) -> int:
     if args.plan:
         from cai_repro.pipeline import plan
         P = load_params(args.profile)
-        print(format_plan(P, plan(P)))
+        if args.constitution: P = replace(P, run=replace(P.run, constitution=args.constitution))
+        steps = plan(P)
+        print(json.dumps({"profile": P.name, "profile_file": P.source, "constitution": P.run.constitution, "stages": steps})
+              if args.json else format_plan(P, steps))
         return 0
     try:
-        reproduce(args.profile, out=args.out, only=args.only or (), start=args.start)
+        reproduce(args.profile, out=args.out, only=args.only or (), start=args.start, constitution=args.constitution)
     except StageFailed as e:
         print(f"cai-repro: stage failed: {e}", file=sys.stderr)
         return 2 if e.input_error else 1
@@ -296,10 +300,14 @@ def reproduce_cmd(args) -> int:
 def _reproduce_parser(sub, P):
     r = sub.add_parser("reproduce", help="run every numbered notebook through papermill with a profile's parameters")
     r.add_argument("--profile", default="cpu", help="smoke, cpu, gpu (the bundled profiles) or a path to a profile")
+    r.add_argument("--constitution", help="run the profile with this constitution (a path or a bundled name) instead of its own; "
+                   "the run directory defaults to runs/<profile>-<constitution>")
     r.add_argument("--out", help="run directory (default: runs/<profile>)")
     r.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (number or name)")
     r.add_argument("--from", dest="start", metavar="NB", help="start at this notebook")
-    r.add_argument("--plan", action="store_true", help="check the profile and print the stages a run would build; run nothing")
+    r.add_argument("--plan", action="store_true", help="check the profile (and its constitution) and print the stages a run would "
+                   "build, with how many chains and labels the cache already holds; run nothing")
+    r.add_argument("--json", action="store_true", help="with --plan: print the plan as one JSON object")
     r.set_defaults(func=reproduce_cmd)
 
 # %% ../nbs/cli.ipynb #c65df184
@@ -373,14 +381,14 @@ def sft_cmd(args) -> int:
         helpful = []
     examples, counts = sft_examples(records, helpful, sft.revision, format_from_args(args, args.model))
     if is_main(): print(json.dumps(counts))
-    out = train_sft(args.model, examples, args.out, sft, dtype=args.dtype, seed=args.seed)
+    out = train_sft(args.model, examples, args.out, sft, dtype=args.dtype, seed=args.seed, report_to=args.report_to)
     if is_main(): print(f"SL-CAI model in {out} (use it as a model spec)")
     return 0
 
 @command
 def _sft_parser(sub, P):
     p = sub.add_parser("sft", help="SL-CAI: fine-tune on revisions plus helpfulness samples (LoRA by default)")
-    run_arguments(p, P, engine=True)
+    run_arguments(p, P, ("model", "dtype", "seed", "constitution", "format", "report_to"), engine=True)
     p.add_argument("--records", required=True, help="a critique-revise run directory or its records.jsonl")
     p.add_argument("--out", required=True, help="output model directory (loadable as a model spec)")
     p.add_argument("--helpful-samples", help="JSONL of {prompt, response} helpfulness examples (instead of sampling them)")
@@ -393,7 +401,7 @@ def pm_train_cmd(args) -> int:
     from cai_repro.pipeline import train_pm_into
     pm = settings_from_args(PMSettings, args)
     out = train_pm_into(args.out, args.model, pm, args.labels, dtype=args.dtype, seed=args.seed, constitution_path=args.constitution,
-                        fmt=format_from_args(args, args.model))
+                        fmt=format_from_args(args, args.model), report_to=args.report_to)
     if not is_main(): return 0
     m = json.loads((out / "metrics.json").read_text())
     h = m["heldout"]
@@ -416,7 +424,7 @@ def pm_eval_cmd(args) -> int:
 def _pm_parser(sub, P):
     p = sub.add_parser("pm", help="train or evaluate a preference model").add_subparsers(dest="action", required=True, metavar="ACTION")
     t = p.add_parser("train", help="train a soft-label Bradley-Terry PM on AI labels mixed with helpfulness comparisons")
-    run_arguments(t, P)
+    run_arguments(t, P, ("model", "dtype", "seed", "constitution", "format", "report_to"))
     t.add_argument("--labels", required=True, help="a labels JSONL file (cai-repro label) or a directory holding labels.jsonl")
     t.add_argument("--out", required=True, help="directory for the PM (a Hugging Face sequence-classification model)")
     add_settings_arguments(t, PMSettings, defaults=P.pm)
@@ -529,7 +537,7 @@ def rl_cmd(args) -> int:
     fmt = get_format(args.format, tok)
     try:
         out = train_rl(model, tok, reward, pool, args.out, s, args.seed, policy_spec=s.policy,
-                       reward_name=model_fingerprint(s.pm), progress=not args.quiet, fmt=fmt)
+                       reward_name=model_fingerprint(s.pm), progress=not args.quiet, fmt=fmt, report_to=args.report_to)
     except NonFiniteError as e:
         raise NonFiniteError(f"{e}. The last checkpoint in {args.out}/checkpoints is intact; a rerun resumes from it") from None
     if not is_main(): return 0
@@ -541,7 +549,7 @@ def rl_cmd(args) -> int:
 @command
 def _rl_parser(sub, P):
     p = sub.add_parser("rl", help="RL-CAI: optimise a policy against a preference model (PPO or TRL's RLOO)")
-    run_arguments(p, P, ("dtype", "seed", "format"))
+    run_arguments(p, P, ("dtype", "seed", "format", "report_to"))
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     rl = replace(P.rl, policy=None, pm=None)  # the pipeline's "sl-cai" and "stage" name stages, not files: give them here
@@ -550,6 +558,34 @@ def _rl_parser(sub, P):
         if a.dest == "policy": a.required, a.help = True, "model spec of the policy, e.g. the SL-CAI model directory"
         if a.dest == "pm": a.required, a.help = True, "preference-model directory (cai-repro pm train), or tiny-random for tests"
     p.set_defaults(func=rl_cmd)
+
+# %% ../nbs/cli.ipynb #e0bd69a7
+def dpo_cmd(args) -> int:
+    "DPO from a policy on AI labels; resumes from the checkpoints next to --out."
+    from cai_repro.dpo import dpo_pairs, train_dpo
+    from cai_repro.preference_model import read_labels
+    s = settings_from_args(DPOSettings, args)
+    labels = read_labels(args.labels)  # a malformed file fails here, before any model is loaded
+    train, held, counts = dpo_pairs(labels, s, args.seed, format_from_args(args, args.policy))
+    print(json.dumps(counts))
+    out = train_dpo(args.policy, train, held, args.out, s, dtype=args.dtype, seed=args.seed, report_to=args.report_to,
+                    progress=not args.quiet)
+    m = json.loads((Path(out) / "metrics.json").read_text())
+    h = m["heldout"] or {}
+    print(f"DPO policy in {out} ({m['train_steps']} steps on {m['train_pairs']} pairs; loss {m['train_loss_first']:.4f} -> "
+          f"{m['train_loss_last']:.4f}; held-out n={m['heldout_pairs']}, reward accuracy {h.get('rewards/accuracies')}); use it as a model spec")
+    return 0
+
+@command
+def _dpo_parser(sub, P):
+    p = sub.add_parser("dpo", help="DPO: fine-tune a policy (the SL-CAI model) directly on AI-labelled pairs (TRL's DPOTrainer, LoRA)")
+    run_arguments(p, P, ("dtype", "seed", "format", "report_to"))
+    p.add_argument("--policy", required=True, help="model spec of the policy, e.g. the SL-CAI model directory")
+    p.add_argument("--labels", required=True, help="a labels JSONL file (cai-repro label) or a directory holding labels.jsonl")
+    p.add_argument("--out", required=True, help="output model directory (loadable as a model spec)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_settings_arguments(p, DPOSettings, defaults=P.dpo)
+    p.set_defaults(func=dpo_cmd)
 
 # %% ../nbs/cli.ipynb #070606c8
 def _items_file(out) -> Path:
@@ -703,6 +739,28 @@ def _label_parser(sub, P):
     add_settings_arguments(p, FeedbackSettings, defaults=P.feedback, names=[f for f in FeedbackSettings.__dataclass_fields__
                                                                           if f not in FeedbackSettings.SELECTION])
     p.set_defaults(func=label_cmd)
+
+# %% ../nbs/cli.ipynb #f371f421
+def export_cmd(args) -> int:
+    "Export a finished run's datasets and adapters with cards; optionally push them to the Hub."
+    from cai_repro.export import export_run, push_to_hub
+    res = export_run(args.run, args.to, args.stages)
+    for name, d in res["datasets"].items(): print(f"dataset {name}: {d['path']}")
+    for name, d in res["models"].items(): print(f"model {name}: {d}")
+    if res["missing"]: print(f"not in this run: {', '.join(res['missing'])}")
+    if args.push_to_hub:
+        for part, rid in push_to_hub(res, args.push_to_hub, private=not args.public).items(): print(f"pushed {part}: {rid}")
+    return 0
+
+@command
+def _export_parser(sub, P):
+    p = sub.add_parser("export", help="a finished run's data and adapters as Hugging Face datasets and models, with cards")
+    p.add_argument("run", help="a run directory (cai-repro reproduce --out)")
+    p.add_argument("--to", required=True, help="the export directory")
+    p.add_argument("--stages", help="the stage cache the run used (default: CAI_REPRO_STAGES, else the default cache)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload to the Hub as REPO-<part> (user/name; token from HF_TOKEN)")
+    p.add_argument("--public", action="store_true", help="make the Hub repositories public (default: private)")
+    p.set_defaults(func=export_cmd)
 
 # %% ../nbs/cli.ipynb #76b1f99a
 def compare_cmd(args) -> int:

@@ -17,11 +17,11 @@ from .artifacts import InputError, Map, bundled_dir, load_yaml
 from .dialogue import TURN_MARKERS
 
 # %% auto #0
-__all__ = ['METHODS', 'SECTIONS', 'opt', 'RunSettings', 'EngineSettings', 'PromptSettings', 'CritiqueRevisionSettings',
-           'SFTSettings', 'AnalysisSettings', 'HHHEvalSettings', 'EvalSettings', 'CompareSettings', 'FeedbackSettings',
-           'PMSettings', 'RLSettings', 'EvaluationSettings', 'WorkbenchSettings', 'Params', 'settings_record',
-           'check_value', 'closest', 'settings_from', 'profile_path', 'params_from', 'load_params', 'banner',
-           'add_settings_arguments', 'settings_from_args']
+__all__ = ['METHODS', 'SECTIONS', 'opt', 'RunSettings', 'report_to_arg', 'EngineSettings', 'PromptSettings',
+           'CritiqueRevisionSettings', 'SFTSettings', 'AnalysisSettings', 'HHHEvalSettings', 'EvalSettings',
+           'CompareSettings', 'FeedbackSettings', 'PMSettings', 'RLSettings', 'DPOSettings', 'EvaluationSettings',
+           'WorkbenchSettings', 'Params', 'settings_record', 'check_value', 'closest', 'settings_from', 'profile_path',
+           'params_from', 'load_params', 'banner', 'add_settings_arguments', 'settings_from_args']
 
 # %% ../nbs/config.ipynb #31f18c58
 def opt(default, help: str, *, min=None, max=None, choices=None):
@@ -41,6 +41,20 @@ class RunSettings:
                       "chat template, for instruct models) or auto (chat when the tokenizer has a template)",
                       choices=("auto", "paper", "chat"))
     cell_timeout: int = opt(5400, "seconds one notebook cell may run under `cai-repro reproduce`", min=1)
+    report_to: str = opt("none", "where every trainer (SFT, PM, RL, DPO) also logs its curves: none, tensorboard (event files "
+                         "in the trainer's checkpoint directory, under runs/), trackio or wandb",
+                         choices=("none", "tensorboard", "trackio", "wandb"))
+
+# %% ../nbs/config.ipynb #cd26d9c7
+def report_to_arg(report_to: str = "none") -> str:
+    "`report_to` as transformers takes it, after checking that its package is installed (`InputError` saying what to install)."
+    import importlib.util
+    need = {"none": None, "tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
+    if report_to not in need: raise InputError("report_to", None, f"must be one of {', '.join(need)}, got {report_to!r}")
+    if need[report_to] and importlib.util.find_spec(need[report_to]) is None:
+        raise InputError("report_to", None, f"{report_to} is not installed: pip install 'cai-repro[tracking]' "
+                                            f"(tensorboard) or pip install {need[report_to]}")
+    return report_to
 
 # %% ../nbs/config.ipynb #778862a3
 @dataclass(frozen=True)
@@ -168,8 +182,9 @@ class CompareSettings:
     debias: bool = opt(False, "mc: score both orders of the responses and average")
     tau: float = opt(1.0, "contrast: temperature of the soft label σ((Δ_A − Δ_B) / τ), as the labeller's (no fit)", min=1e-6)
     clamp: tuple[float, float] | None = opt((0.4, 0.6), "contrast: clamp the soft label to [lo, hi], as the labeller does")
-    preamble: str = opt("hhh", "contrast, logprob: the id of the feedback principle whose description is the one preamble "
-                        "of every item, or sampled (the descriptions of `principles` principles drawn per item)")
+    preamble: str = opt("constitution", "contrast, logprob: the one preamble of every item: constitution (its "
+                        "`contrast_preamble`), a feedback principle's id (its description), or sampled (the descriptions "
+                        "of `principles` principles drawn per item)")
 
 # %% ../nbs/config.ipynb #e9ad6b9f
 @dataclass(frozen=True)
@@ -199,8 +214,9 @@ class FeedbackSettings:
     cot_tokens: int = opt(64, "longest chain of thought, in tokens", min=1)
     cot_temperature: float = opt(1.0, "sampling temperature of the chains", min=0)
     batch_size: int = opt(16, "pairs scored together", min=1)
-    preamble: str = opt("hhh", "contrast: the id of the feedback principle whose description is the one preamble of every "
-                        "pair, or sampled (the descriptions of `ensemble` principles drawn per pair)")
+    preamble: str = opt("constitution", "contrast: the one preamble of every pair: constitution (its `contrast_preamble`), "
+                        "a feedback principle's id (its description), or sampled (the descriptions of `ensemble` "
+                        "principles drawn per pair)")
     contrast_dtype: str = opt("float32", "contrast: the precision the labeller scores in (and fits its τ in): float32, or "
                               "run (the run's dtype)", choices=("float32", "run"))
 
@@ -286,6 +302,26 @@ class RLSettings:
         if self.use_vllm and self.algo != "rloo":
             raise ValueError("use_vllm is for --algo rloo (TRL's trainer); our PPO samples with transformers")
 
+# %% ../nbs/config.ipynb #bb75d9e9
+@dataclass(frozen=True)
+class DPOSettings:
+    "DPO on the labelled pairs from the SL-CAI policy: the near-tie rule, the loss, the optimiser and the adapter."
+    min_margin: float = opt(0.05, "drop training pairs whose soft label is a near-tie: |p - 0.5| below this", min=0, max=0.5)
+    label_smoothing: float = opt(0.0, "robust DPO's epsilon (TRL's `robust` loss): the chance a kept label is flipped; 0: "
+                                 "the plain sigmoid loss", min=0, max=0.49)
+    palms: bool = opt(False, "also use the labels' pairs of Anthropic's published PALMS answers (off-policy, long); by default "
+                      "DPO uses the pairs sampled from the SL-CAI policy only")
+    heldout: float = opt(0.2, "share of the labelled prompts held out to measure the implicit reward (the pairs the labels "
+                         "stage marks heldout are held out too)", min=0, max=0.9)
+    beta: float = opt(0.1, "DPO's beta: the strength of the pull towards the reference (the SL-CAI policy)", min=0)
+    steps: int = opt(16, "optimisation steps", min=1)
+    lr: float = opt(1e-4, "learning rate (LoRA)", min=0)
+    batch_size: int = opt(4, "pairs per step", min=1)
+    max_length: int = opt(256, "tokens of prompt and response together", min=8)
+    lora_r: int = opt(8, "LoRA rank", min=1)
+    lora_alpha: int = opt(16, "LoRA alpha", min=1)
+    save_steps: int = opt(10, "checkpoint interval, for resuming", min=1)
+
 # %% ../nbs/config.ipynb #70ef01f1
 @dataclass(frozen=True)
 class EvaluationSettings:
@@ -329,6 +365,7 @@ class Params:
     feedback: FeedbackSettings = FeedbackSettings()
     pm: PMSettings = PMSettings()
     rl: RLSettings = RLSettings()
+    dpo: DPOSettings = DPOSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     workbench: WorkbenchSettings = WorkbenchSettings()
     name: str = "defaults"       # the profile's name

@@ -81,6 +81,7 @@ class Constitution:
     description: str = ""
     source: str = ""
     prompt_sets: tuple[tuple[str, str], ...] = ()  # (name, prompt spec): the prompt sets it names (`prompts:` in YAML)
+    contrast_preamble: str | None = None  # a feedback principle's id, or the preamble's text (see `preamble`)
 
     def summary(self) -> dict:
         "Counts, as printed by `cai-repro constitution check --json`."
@@ -101,6 +102,22 @@ class Constitution:
             raise ValueError(f"{self.name}: k={k}, but there are {len(self.critique_revision)} critique/revision principles")
         return replace(self, name=f"{self.name} (first {k})", critique_revision=self.critique_revision[:k],
                        feedback=self.feedback[:k] if self.feedback else ())
+
+    def principle_counts(self, ks) -> tuple[int, ...]:
+        "The principle counts K of an ablation, sized to this constitution: each K capped at its number of principles."
+        return tuple(sorted({min(int(k), len(self.critique_revision)) for k in ks}))
+
+    def preamble(self) -> FeedbackPrinciple:
+        """The likelihood-contrast labeller's one preamble (its `description`): the feedback principle that
+        `contrast_preamble` names, or that text itself; without the field, the first feedback principle that has a
+        description. A constitution with neither cannot run the contrast labeller (`InputError`)."""
+        if self.contrast_preamble:
+            named = next((p for p in self.feedback if p.id == self.contrast_preamble), None)
+            return named or FeedbackPrinciple("contrast_preamble", self.contrast_preamble, self.contrast_preamble)
+        for p in self.feedback:
+            if p.description: return p
+        raise InputError(self.source or self.name, None, "the contrast labeller needs a preamble: set 'contrast_preamble' "
+                         "(a feedback principle's id, or the text itself) or give a feedback principle a 'description'")
 
     def sample_critique_revision(self, n: int, seed: int, key=0) -> list[CritiqueRevisionPrinciple]:
         "`n` principles drawn uniformly with replacement, reproducible from `(seed, key)`."
@@ -170,7 +187,7 @@ def _constitution_from_yaml(path: Path) -> Constitution:
     c, doc = _Checker(path), load_yaml(path)
     if doc is None: raise InputError(path, 1, "the file is empty")
     c.mapping(doc, "the constitution", required=("name", "critique_revision", "feedback"),
-              optional=("version", "description", "few_shot", "prompts"))
+              optional=("version", "description", "few_shot", "contrast_preamble", "prompts"))
     cr = c.items(doc, "critique_revision", "the constitution", optional=False)
     if not cr: c.fail(doc, "critique_revision", "'critique_revision' needs at least one principle")
     crs = []
@@ -186,10 +203,23 @@ def _constitution_from_yaml(path: Path) -> Constitution:
         fbs.append(FeedbackPrinciple(str(p["id"]), c.text(p, "principle", f"feedback {p['id']!r}"),
                                      c.text(p, "description", f"feedback {p['id']!r}", optional=True)))
     c.unique_ids(fb, [p.id for p in fbs], "feedback")
+    preamble = _contrast_preamble(c, doc, fbs)
     return Constitution(name=c.text(doc, "name", "the constitution"), critique_revision=tuple(crs), feedback=tuple(fbs),
                         few_shot=_few_shot_from_yaml(c, doc.get("few_shot") or Map()), version=str(doc.get("version", "")),
-                        description=(doc.get("description") or "").strip(), source=str(path),
+                        description=(doc.get("description") or "").strip(), source=str(path), contrast_preamble=preamble,
                         prompt_sets=_prompt_sets_from_yaml(c, doc, path))
+
+def _contrast_preamble(c: _Checker, doc, fbs: Sequence[FeedbackPrinciple]) -> str | None:
+    "`contrast_preamble`: a feedback principle's id (one with a description) or a sentence; absent: None."
+    v = c.text(doc, "contrast_preamble", "the constitution", optional=True)
+    if v is None: return None
+    named = next((p for p in fbs if p.id == v), None)
+    if named is not None and not named.description:
+        c.fail(doc, "contrast_preamble", f"'contrast_preamble' names feedback principle {v!r}, which has no 'description'")
+    if named is None and len(v.split()) < 3:  # an id, not a sentence
+        c.fail(doc, "contrast_preamble", f"'contrast_preamble' names no feedback principle ({v!r}; ids: "
+                                         f"{', '.join(p.id for p in fbs)}); give an id or the preamble's sentence")
+    return v
 
 def _prompt_sets_from_yaml(c: _Checker, doc, path: Path) -> tuple[tuple[str, str], ...]:
     "`prompts:` maps a set's name to a bundled prompt set (by name) or a JSONL file (relative to the constitution's folder)."

@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from tqdm.auto import tqdm
 
@@ -24,9 +25,9 @@ from .monitors import CopyMeter, text_flags
 from .prompts import Prompt
 
 # %% auto #0
-__all__ = ['assistant_prefix', 'step_turns', 'critique_revision_prefix', 'chain_turns', 'critique_prompt', 'revision_prompt',
-           'make_record', 'critique_revise', 'load_records', 'flag_counts', 'instruction_echo_rates',
-           'request_opening_rates']
+__all__ = ['CHAIN_FREE', 'assistant_prefix', 'step_turns', 'critique_revision_prefix', 'chain_turns', 'critique_prompt',
+           'revision_prompt', 'make_record', 'initial_keys', 'chain_keys', 'critique_revise', 'load_records',
+           'flag_counts', 'instruction_echo_rates', 'request_opening_rates']
 
 # %% ../nbs/03_critique_revision.ipynb #dcf31330
 def assistant_prefix(constitution: Constitution, fmt: DialogueFormat = PAPER) -> str:
@@ -80,37 +81,87 @@ def make_record(p: Prompt, initial: str, steps: list[dict], a_meter: CopyMeter, 
     rec["flags"] = sorted({f for f in rec["initial_flags"]} | {f for st in rec["steps"] for f in st["critique_flags"] + st["revision_flags"]})
     return rec
 
+# %% ../nbs/03_critique_revision.ipynb #c0a1e5e3
+CHAIN_FREE = ("batch_size", "principles")  # settings that do not change a chain's text (`principles` acts through the draws)
+
+# %% ../nbs/03_critique_revision.ipynb #c0a1e5e5
+def initial_keys(prompts: Sequence[Prompt], constitution: Constitution, settings: CritiqueRevisionSettings, seed: int,
+                 identity: dict, fmt: DialogueFormat = PAPER) -> dict[str, str]:
+    """Each prompt's initial-response key: what its sampled initial response depends on (no principle does). An ablation
+    that starts from a run's initial responses keys its chains by these, so it is known before that run is built."""
+    context = {**identity, "prefix": assistant_prefix(constitution, fmt), "seed": seed,
+               "sampling": [settings.initial_tokens, settings.temperature, settings.top_p],
+               "stop": [list(fmt.stop_strings or ()), list(fmt.stop_token_ids or ())]}
+    return {p.id: hashlib.sha256(json.dumps({**context, "prompt": p.to_json()}, sort_keys=True, ensure_ascii=False).encode()
+                                 ).hexdigest()[:20] for p in prompts}
+
+# %% ../nbs/03_critique_revision.ipynb #decfca55
+def chain_keys(prompts: Sequence[Prompt], constitution: Constitution, settings: CritiqueRevisionSettings, seed: int,
+               identity: dict, initial: Mapping[str, str] | None = None, fmt: DialogueFormat = PAPER,
+               initial_ids: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each prompt's chain key: a hash of what its record depends on: `identity` (the model, its precision, ...), the
+    prompt, the exact text of the principles drawn for it, the few-shot prefixes, the settings and the seed, and its given
+    initial response if any: by its text, or by the key of the run it comes from (`initial_ids`, from `initial_keys`)."""
+    s = settings
+    c = constitution.first_k(s.principles) if s.principles else constitution
+    context = {**identity, "settings": {k: v for k, v in settings_record(s, seed=seed).items() if k not in CHAIN_FREE},
+               "prefixes": [assistant_prefix(c, fmt), critique_revision_prefix(c, s.direct, fmt)],
+               "stop": [list(fmt.stop_strings or ()), list(fmt.stop_token_ids or ())]}
+    def key(p: Prompt) -> str:
+        what = {**context, "prompt": p.to_json(), "initial": (initial_ids or initial or {}).get(p.id),
+                "principles": [asdict(d) for d in c.sample_critique_revision(s.revisions, seed, key=p.id)]}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
+    return {p.id: key(p) for p in prompts}
+
 # %% ../nbs/03_critique_revision.ipynb #811027e2
 def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constitution, out_dir,
                     settings: CritiqueRevisionSettings = CritiqueRevisionSettings(), seed: int = 0, model_name: str = "",
-                    progress: bool = True, initial: dict[str, str] | None = None, fmt: DialogueFormat = PAPER) -> list[dict]:
+                    progress: bool = True, initial: dict[str, str] | None = None, fmt: DialogueFormat = PAPER,
+                    identity: dict | None = None, reuse: Mapping[str, dict] | None = None,
+                    initial_ids: Mapping[str, str] | None = None) -> list[dict]:
     """Run the critique → revision loop over `prompts`, appending one record per finished prompt to `out_dir/records.jsonl`.
     Every chain advances on its own through one `Sampler` (continuous batching): when a text is done, the chain's next
     request takes the freed slot ahead of new chains, and finished chains are written in input order (a chain that
     finishes early waits for the ones before it, at most a batch or so). Each text samples with
     its own seed (prompt id and step), so a record does not depend on what else was in flight.
     `initial` (prompt id → response) supplies the initial responses instead of sampling them: ablations start from the
-    main run's, so their comparisons stay paired whatever the numerics of a different batch. Under `torchrun` or
-    `accelerate launch` each rank takes its share of the prompts and the records are merged (`distributed.sharded_records`)."""
-    s = settings
-    out = Path(out_dir)
+    main run's, so their comparisons stay paired whatever the numerics of a different batch (`initial_ids`: their
+    `initial_keys` in that run, which key the chains instead of the texts). Every record carries its
+    `chain_key` (`chain_keys`, with `identity`, default: the model's name); a chain whose key is in `reuse` (key → record,
+    e.g. from an earlier run with another constitution) is copied, not sampled, and `model` may be None when every chain
+    is. Under `torchrun` or `accelerate launch` each rank takes its share of the prompts and the records are merged
+    (`distributed.sharded_records`)."""
+    s, out, reuse = settings, Path(out_dir), reuse or {}
+    keys = chain_keys(prompts, constitution, s, seed, identity or {"model": model_name}, initial, fmt, initial_ids)
     if s.principles: constitution = constitution.first_k(s.principles)
-    config = {"model": model_name, "constitution": constitution.name, "settings": settings_record(s, seed=seed),
-              "principles": [p.id for p in constitution.critique_revision]}
+    config = {"model": model_name, "settings": settings_record(s, seed=seed)}
     if fmt.name != "paper": config["format"] = fmt.name  # (absent in the paper's format, as in runs made before formats)
     with sharded_records(out / "records.jsonl", "id", order=[p.id for p in prompts], claim=config, lock=out) as run:
         store = run.store  # records.jsonl itself, or this rank's part of it
+        if stale := [r["id"] for r in store.records if r["id"] in keys and r.get("chain_key") != keys[r["id"]]]:
+            raise InputError(store.path, None, f"holds chains made with other principles or inputs ({', '.join(stale[:3])}); "
+                                               "use a new output directory")
         a_prefix, cr_prefix = assistant_prefix(constitution, fmt), critique_revision_prefix(constitution, s.direct, fmt)
         a_meter, cr_meter = CopyMeter(a_prefix), CopyMeter(cr_prefix)
         todo = run.mine([p for p in prompts if p.id not in run])
         if initial is not None and (missing := [p.id for p in todo if p.id not in initial]):
             raise InputError(out / "records.jsonl", None, f"no initial response given for {', '.join(missing[:5])}")
-        encoded = {pre: EncodedPrefix.encode(model, tok, pre) for pre in dict.fromkeys([a_prefix, cr_prefix])}  # once per run
-        sampler = make_sampler(model, tok, batch_size=s.batch_size, temperature=s.temperature, top_p=s.top_p,
-                               stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids)
         bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), disable=not progress, desc="critique→revision")
         chains: dict[str, dict] = {}  # prompt id -> its chain so far
         done, unwritten = {}, collections.deque(p.id for p in todo)  # finished records, waiting for the prompts before them
+
+        def finish(pid: str, record: dict):
+            "Keep a finished record, and write every record whose turn has come."
+            done[pid] = {**record, "chain_key": keys[pid]}
+            while unwritten and unwritten[0] in done: store.append(done.pop(unwritten.popleft())); bar.update()
+
+        sampled = [p for p in todo if keys[p.id] not in reuse]
+        for p in todo:
+            if keys[p.id] in reuse: finish(p.id, reuse[keys[p.id]])
+        if sampled:
+            encoded = {pre: EncodedPrefix.encode(model, tok, pre) for pre in dict.fromkeys([a_prefix, cr_prefix])}  # once per run
+            sampler = make_sampler(model, tok, batch_size=s.batch_size, temperature=s.temperature, top_p=s.top_p,
+                                   stop=fmt.stop_strings, stop_ids=fmt.stop_token_ids)
 
         def ask(c: dict, what: str, prefix: str, text: str, tokens: int, first: bool):
             sampler.submit((c["p"].id, what), text, prefix=encoded[prefix], seed=derive_seed(seed, c["p"].id, what),
@@ -120,9 +171,8 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
             "Ask for the chain's next text, or write its record when it is complete."
             k = len(c["steps"])
             if k == s.revisions:
-                done[c["p"].id] = make_record(c["p"], c["initial"], c["steps"], a_meter, cr_meter, s.copy_threshold)
                 del chains[c["p"].id]
-                while unwritten and unwritten[0] in done: store.append(done.pop(unwritten.popleft())); bar.update()
+                finish(c["p"].id, make_record(c["p"], c["initial"], c["steps"], a_meter, cr_meter, s.copy_threshold))
                 return
             turns, d = chain_turns(c["p"].text, c["initial"], c["steps"]), c["drawn"][k]
             if s.direct or "critique" in c:
@@ -130,11 +180,11 @@ def critique_revise(model, tok, prompts: Sequence[Prompt], constitution: Constit
                     s.revision_tokens, first)
             else: ask(c, f"critique{k}", cr_prefix, critique_prompt(turns, d.critique_request, fmt), s.critique_tokens, first)
 
-        for p in todo:
+        for p in sampled:
             c = chains[p.id] = {"p": p, "drawn": constitution.sample_critique_revision(s.revisions, seed, key=p.id), "steps": []}
             if initial is None: ask(c, "initial", a_prefix, fmt.human_turn(p.text), s.initial_tokens, first=False)
             else: c["initial"] = initial[p.id]; advance(c, first=False)
-        for (pid, what), text in sampler.run():
+        for (pid, what), text in (sampler.run() if sampled else ()):
             c, text = chains[pid], text.strip()
             if what == "initial": c["initial"] = text
             elif what.startswith("critique"): c["critique"] = text

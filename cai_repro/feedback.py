@@ -5,11 +5,12 @@
 # %% ../nbs/06_ai_feedback.ipynb #ba4b8365
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -23,11 +24,11 @@ from .models import EncodedPrefix, generate
 from .scoring import contrast_logprobs, contrast_soft_label, continuation_logprobs, multiple_choice_probs
 
 # %% auto #0
-__all__ = ['ANSWER_CUE', 'OPTIONS', 'COT_TRIGGER', 'COT_STOPS', 'PAIR_KEYS', 'feedback_prompt', 'mc_prompt', 'mc_demo',
-           'feedback_prefix', 'swap_bodies', 'cot_question', 'cot_answer_prompt', 'sample_chains', 'cot_probs',
-           'cot_prefix', 'described', 'draw_principles', 'fixed_preamble', 'clamp_prob', 'ensemble_label', 'read_pairs',
-           'label_batch', 'label_pairs', 'make_pairs', 'response_nll', 'palms_pairs', 'FlatLabels', 'label_margin',
-           'check_labels', 'load_labels']
+__all__ = ['ANSWER_CUE', 'OPTIONS', 'COT_TRIGGER', 'COT_STOPS', 'PAIR_KEYS', 'LABEL_FREE', 'feedback_prompt', 'mc_prompt',
+           'mc_demo', 'feedback_prefix', 'swap_bodies', 'cot_question', 'cot_answer_prompt', 'sample_chains',
+           'cot_probs', 'cot_prefix', 'described', 'draw_principles', 'fixed_preamble', 'clamp_prob', 'ensemble_label',
+           'read_pairs', 'pair_judges', 'label_keys', 'label_batch', 'label_pairs', 'make_pairs', 'response_nll',
+           'palms_pairs', 'FlatLabels', 'label_margin', 'check_labels', 'load_labels']
 
 # %% ../nbs/06_ai_feedback.ipynb #344d588a
 ANSWER_CUE = "The answer is:"
@@ -151,15 +152,17 @@ def draw_principles(constitution: Constitution, k: int, seed: int, key, need_des
     return Constitution(constitution.name, feedback=tuple(pool)).sample_feedback(k, seed, key=key)
 
 # %% ../nbs/06_ai_feedback.ipynb #7464fb75
-def fixed_preamble(constitution: Constitution, principle_id: str) -> FeedbackPrinciple:
-    "The feedback principle whose description is the contrast labeller's one fixed preamble."
+def fixed_preamble(constitution: Constitution, choice: str = "constitution") -> FeedbackPrinciple:
+    """The contrast labeller's one fixed preamble (a principle's description): the constitution's own
+    (`Constitution.preamble`) for `choice="constitution"`, else the feedback principle with that id."""
+    if choice == "constitution": return constitution.preamble()
     for p in constitution.feedback:
-        if p.id == principle_id and p.description: return p
+        if p.id == choice and p.description: return p
     have = ", ".join(p.id for p in constitution.feedback if p.description) or "none"
     raise InputError(constitution.source or constitution.name, None,
-                     f"the contrast labeller's preamble is the description of feedback principle {principle_id!r}, which "
-                     f"this constitution lacks (principles with a description: {have}); set preamble to one of them, or "
-                     "to 'sampled'")
+                     f"the contrast labeller's preamble is the description of feedback principle {choice!r}, which "
+                     f"this constitution lacks (principles with a description: {have}); set preamble to one of them, "
+                     "to 'constitution' (its contrast_preamble) or to 'sampled'")
 
 # %% ../nbs/06_ai_feedback.ipynb #1e9b658d
 def clamp_prob(p: float, clamp: tuple[float, float] | None) -> float:
@@ -191,15 +194,40 @@ def read_pairs(path) -> list[dict]:
     if not rows: raise InputError(path, None, "the file holds no pairs")
     return [{k: r[k] for k in PAIR_KEYS} for r in rows]
 
+# %% ../nbs/06_ai_feedback.ipynb #9a1b2c01
+def pair_judges(pairs: Sequence[dict], constitution: Constitution, s: FeedbackSettings, seed: int) -> list[list[FeedbackPrinciple]]:
+    """The principles that judge each pair: K drawn per pair (by its id) for the multiple-choice labeller and the sampled
+    contrast preambles, or the one fixed preamble of the contrast labeller."""
+    if s.method == "contrast" and s.preamble != "sampled": return [[fixed_preamble(constitution, s.preamble)]] * len(pairs)
+    pool = constitution if s.method == "mc" else Constitution(constitution.name, feedback=tuple(described(constitution)))
+    return [pool.sample_feedback(s.ensemble, seed, key=pair["id"]) for pair in pairs]
+
+# %% ../nbs/06_ai_feedback.ipynb #9a1b2c05
+LABEL_FREE = ("palms_pairs", "palms_prompts", "palms_heldout", "min_margin", "batch_size")  # settings that do not change a label
+
+# %% ../nbs/06_ai_feedback.ipynb #9a1b2c03
+def label_keys(pairs: Sequence[dict], constitution: Constitution, s: FeedbackSettings, seed: int, identity: dict,
+               fmt: DialogueFormat = PAPER) -> dict[str, str]:
+    """Each pair's label key: a hash of what its label depends on: `identity` (the labeller model, its precision, ...),
+    the pair, the exact text of the principles that judge it (`pair_judges`), the few-shot prefix and the settings. A
+    chain-of-thought label also depends on its batch (its chains are seeded per batch), so its key holds the batch."""
+    context = {**identity, "settings": {k: v for k, v in settings_record(s, seed=seed).items() if k not in LABEL_FREE},
+               "prefix": (cot_prefix(constitution, fmt) if s.cot else feedback_prefix(constitution, fmt)) if s.method == "mc" else ""}
+    batch_of = {p["id"]: (i // s.batch_size, [q["id"] for q in pairs[i // s.batch_size * s.batch_size:][:s.batch_size]])
+                for i, p in enumerate(pairs)} if s.cot else {}
+    def key(pair: dict, judges: Sequence[FeedbackPrinciple]) -> str:
+        what = {**context, "pair": {k: pair.get(k) for k in PAIR_KEYS}, "judges": [asdict(q) for q in judges],
+                "batch": batch_of.get(pair["id"])}
+        return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:20]
+    return {p["id"]: key(p, d) for p, d in zip(pairs, pair_judges(pairs, constitution, s, seed))}
+
 # %% ../nbs/06_ai_feedback.ipynb #05474214
 def label_batch(model, tok, batch: Sequence[dict], constitution: Constitution, s: FeedbackSettings, seed: int,
                 prefix: str, cot_pre: str, b_index: int = 0, fmt: DialogueFormat = PAPER) -> list[dict]:
     """Label records for one batch of pairs: K principles per pair, each asked once (or twice, debiased), then averaged;
     the contrast labeller with a fixed preamble asks that one description, scoring each pair on its own. Contrast and
     chain-of-thought labels are clamped to `s.clamp` per principle, before the average."""
-    pool = constitution if s.method == "mc" else Constitution(constitution.name, feedback=tuple(described(constitution)))
-    if s.method == "contrast" and s.preamble != "sampled": drawn = [[fixed_preamble(constitution, s.preamble)]] * len(batch)
-    else: drawn = [pool.sample_feedback(s.ensemble, seed, key=pair["id"]) for pair in batch]
+    drawn = pair_judges(batch, constitution, s, seed)
     convs = [PAPER.human_turn(pair["prompt"]) for pair in batch]  # the transcript a question quotes
     per: list[list[dict]] = []
     if s.method == "contrast":
@@ -242,21 +270,24 @@ def label_batch(model, tok, batch: Sequence[dict], constitution: Constitution, s
 # %% ../nbs/06_ai_feedback.ipynb #781b8017
 def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, out_dir,
                 settings: FeedbackSettings = FeedbackSettings(), seed: int = 0, model_name: str = "", progress: bool = True,
-                fmt: DialogueFormat = PAPER) -> list[dict]:
+                fmt: DialogueFormat = PAPER, identity: dict | None = None, reuse: Mapping[str, dict] | None = None) -> list[dict]:
     """Label every pair, appending one record per finished pair to `out_dir/labels.jsonl`; a rerun resumes, and a
     directory holding a run with other settings is refused. The contrast labeller's soft label is
-    σ((Δ_A − Δ_B) / `settings.tau`) clamped to `settings.clamp`: no temperature is fitted. Under `torchrun` or `accelerate launch`
-    each rank labels every N-th batch and the labels are merged (`distributed.sharded_records`)."""
-    s, out = settings, Path(out_dir)
-    pool = described(constitution) if s.method == "contrast" else constitution.feedback
-    if s.method == "contrast" and s.preamble != "sampled": pool = [fixed_preamble(constitution, s.preamble)]
-    if not pool: raise InputError(constitution.source or constitution.name, None, "the constitution has no feedback principles")
-    config = {"model": model_name, "constitution": constitution.name,
-              "constitution_digest": content_digest(constitution.source) if Path(constitution.source or "").exists() else None,
-              "settings": settings_record(s, seed=seed), "principles": [p.id for p in pool]}
+    σ((Δ_A − Δ_B) / `settings.tau`) clamped to `settings.clamp`: no temperature is fitted. Every record carries its
+    `label_key` (`label_keys`, with `identity`, default: the model's name); a pair whose key is in `reuse` (key → record,
+    e.g. from a run with another constitution) is copied, not labelled, and `model` may be None when every pair is.
+    Under `torchrun` or `accelerate launch` each rank labels every N-th batch and the labels are merged
+    (`distributed.sharded_records`)."""
+    s, out, reuse = settings, Path(out_dir), reuse or {}
+    if not constitution.feedback: raise InputError(constitution.source or constitution.name, None, "the constitution has no feedback principles")
+    keys = label_keys(pairs, constitution, s, seed, identity or {"model": model_name}, fmt)
+    config = {"model": model_name, "settings": settings_record(s, seed=seed)}
     if fmt.name != "paper": config["format"] = fmt.name  # (absent in the paper's format, as in runs made before formats)
     with sharded_records(out / "labels.jsonl", "id", order=[p["id"] for p in pairs], claim=config, lock=out) as run:
         store = run.store  # labels.jsonl itself, or this rank's part of it
+        if stale := [r["id"] for r in store.records if r["id"] in keys and r.get("label_key") != keys[r["id"]]]:
+            raise InputError(store.path, None, f"holds labels made with other principles or inputs ({', '.join(stale[:3])}); "
+                                               "use a new output directory")
         prefix = feedback_prefix(constitution, fmt) if s.method == "mc" and not s.cot else ""
         cot_pre = cot_prefix(constitution, fmt) if s.cot else ""
         # fixed batches over the whole list, so that a resumed run computes exactly what an uninterrupted one would
@@ -264,8 +295,12 @@ def label_pairs(model, tok, pairs: Sequence[dict], constitution: Constitution, o
         bar = tqdm(total=len(pairs), initial=sum(p["id"] in run for p in pairs), disable=not progress, desc="labelling")
         # this rank's share of the unfinished batches; a batch keeps its index b, which seeds its chains of thought
         for b, batch in run.mine([(b, batch) for b, batch in enumerate(batches) if not all(p["id"] in run for p in batch)]):
-            for rec in label_batch(model, tok, batch, constitution, s, seed, prefix, cot_pre, b, fmt):
-                if rec["id"] not in run: store.append(rec); bar.update()
+            new = [p for p in batch if keys[p["id"]] not in reuse]
+            made = {r["id"]: r for r in label_batch(model, tok, batch if s.cot else new, constitution, s, seed, prefix, cot_pre,
+                                                    b, fmt)} if new else {}
+            for p in batch:
+                rec = made.get(p["id"]) or reuse[keys[p["id"]]]
+                if p["id"] not in run: store.append({**rec, "label_key": keys[p["id"]]}); bar.update()
         bar.close()
     by_id = {r["id"]: r for r in run.records}
     return [by_id[p["id"]] for p in pairs]

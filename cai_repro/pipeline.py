@@ -17,18 +17,18 @@ import torch
 from .artifacts import (InputError, Stage, Unavailable, atomic_write_json, atomic_write_text, content_digest, read_jsonl,
                                  read_records, stages_dir)
 from .config import EvalSettings, Params, PMSettings, settings_record
-from .constitution import load_constitution, resolve_constitution
+from .constitution import Constitution, load_constitution, resolve_constitution
 from .dialogue import PAPER, DialogueFormat, Turn, get_format
 from .distributed import barrier, is_main, lock_on_main
 from .models import load_model, load_model_cached, load_tokenizer, model_fingerprint
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
-__all__ = ['STAGE_VERSIONS', 'PALMS_MODELS', 'PM_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline', 'cr_prompts',
-           'critique_revision', 'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc', 'hhh_eval',
-           'feedback_prompts', 'palms_samples', 'labels', 'pm_inputs', 'build_and_score_pm', 'preference_model',
-           'train_pm_into', 'rl_policy_spec', 'rl_pm', 'pm_score_range', 'check_shaping', 'rl', 'checkpoints',
-           'heldout', 'judge_preambles', 'evaluation', 'plan', 'generation_budget']
+__all__ = ['STAGE_VERSIONS', 'PALMS_MODELS', 'PM_CONTROLS', 'DPO_CONTROLS', 'STAGE_NOTEBOOKS', 'Waiting', 'Pipeline',
+           'cr_prompts', 'critique_revision', 'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc',
+           'hhh_eval', 'feedback_prompts', 'palms_samples', 'pairs', 'labels', 'pm_inputs', 'build_and_score_pm',
+           'preference_model', 'train_pm_into', 'rl_policy_spec', 'rl_pm', 'pm_score_range', 'check_shaping', 'rl',
+           'dpo', 'checkpoints', 'heldout', 'judge_preambles', 'evaluation', 'check_fit', 'plan', 'generation_budget']
 
 # %% ../nbs/pipeline.ipynb #e0f0c954
 STAGE_VERSIONS = {"critique_revision": 2, "rl_cai": 2}  # bump when a code change alters a stage's output
@@ -46,11 +46,32 @@ class Pipeline:
         self._memo: dict = {}
         self.run_spec, self.dtype, self.seed = P.run.model, P.run.dtype, P.run.seed
 
-    def _stage(self, name: str, inputs: dict, build, what: str = "") -> Path:
+    def _stage(self, name: str, inputs: dict, build, what: str = "", items: Sequence[str] = (), unit: str = "stage",
+               index: dict | None = None) -> Path:
+        """Build (or find) a stage. In plan mode, note it instead, with how many of its `items` (keys of chains, labels)
+        `index` holds (reused) and how many it computes; a stage that is not itemised counts as one item."""
         stage = Stage(name, inputs, root=self.root)
         if self.planned is None: return stage.run(build)
-        self._note(name, what, key=stage.key, status="cached" if stage.done else "to build")
+        n = len(items) if items else 1
+        reused = n if stage.done else sum(k in (index or {}) for k in items)
+        self._note(name, what, key=stage.key, status="cached" if stage.done else "to build", unit=unit if items else "stage",
+                   reused=reused, recomputed=n - reused)
         return stage.dir
+
+    def reusable(self, stage: str, file: str, key: str) -> dict[str, dict]:
+        """The items in every directory of `stage` in the cache, finished or not (its `file`), by their `key` field: what
+        a stage with other inputs (an edited constitution) copies instead of recomputing. A torn last line is skipped."""
+        out, cache = {}, self._memo.setdefault(("reusable", stage, file, key), {})
+        for f in sorted(self.root.glob(f"{stage}-*/{file}")):
+            st = f.stat()
+            if cache.get(f, (None,))[0] != (st.st_mtime_ns, st.st_size):
+                rows = []
+                for line in f.read_text(encoding="utf-8").splitlines():
+                    try: rows.append(json.loads(line))
+                    except json.JSONDecodeError: continue
+                cache[f] = ((st.st_mtime_ns, st.st_size), {r[key]: r for r in rows if isinstance(r, dict) and key in r})
+            for k, r in cache[f][1].items(): out.setdefault(k, r)
+        return out
 
     def _note(self, name: str, what: str, **info):
         if self.planned is not None and not any(p["stage"] == name and p["what"] == what for p in self.planned):
@@ -119,24 +140,36 @@ def cr_prompts(self) -> list[Prompt]:
 # %% ../nbs/pipeline.ipynb #ed65d5ea
 @Pipeline.method
 def critique_revision(self, prompts: Sequence[Prompt] | None = None, initial_from=None, **overrides) -> Path:
-    "The directory of a critique → revision run (its `records.jsonl`): the main run, or one with `overrides`."
-    from cai_repro.critique_revision import critique_revise, load_records
+    """The directory of a critique → revision run (its `records.jsonl`): the main run, or one with `overrides`, optionally
+    starting from the initial responses of the main run (`initial_from`: its directory, or None while it is not built).
+    The stage is keyed by its chains' keys (`critique_revision.chain_keys`): a constitution edit that no chain drew leaves
+    it as it was, and one that some drew recomputes those chains only, copying the rest from the cache."""
+    from cai_repro.critique_revision import chain_keys, critique_revise, initial_keys, load_records
     prompts = list(prompts) if prompts is not None else self.cr_prompts()
     settings = replace(self.P.cr, **overrides)
-    inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "constitution": content_digest(self.constitution_path),
-              "prompts": [p.to_json() for p in prompts], "settings": settings_record(settings, seed=self.seed),
-              "version": STAGE_VERSIONS["critique_revision"], **self.variant}
-    given = None
-    if initial_from is not None:
-        records = self._built(Path(initial_from) / "records.jsonl", "critique_revision")
-        given = {r["id"]: r["initial"] for r in load_records(initial_from)}
-        inputs["initial"] = content_digest(records)
-    def build(work):
-        model, tok = self.sampler()
-        critique_revise(model, tok, prompts, self.constitution, work, settings, self.seed, model_name=self.run_spec,
-                        initial=given, progress=self.progress, fmt=self.fmt)
     what = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "main run"
-    return self._stage("critique_revision", inputs, build, what)
+    identity = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype),
+                "version": STAGE_VERSIONS["critique_revision"], **self.variant}
+    # an ablation's initial responses are the main run's: keyed by what they depend on, known before that run is built
+    initial_ids = initial_keys(prompts, self.constitution, self.P.cr, self.seed, identity, self.fmt) if initial_from else None
+    keys = chain_keys(prompts, self.constitution, settings, self.seed, identity, fmt=self.fmt, initial_ids=initial_ids)
+    index = self.reusable("critique_revision", "records.jsonl", "chain_key") if self.planned is not None else None
+    if initial_from is not None and self.planned is not None:
+        try: self._built(Path(initial_from) / "records.jsonl", "critique_revision")
+        except Waiting:
+            self._note("critique_revision", what, key=Stage("critique_revision", {"chains": list(keys.values())}, root=self.root).key,
+                       status="waits for critique_revision", unit="chains", reused=sum(k in index for k in keys.values()),
+                       recomputed=sum(k not in index for k in keys.values()))
+            raise
+    def build(work):
+        given = {r["id"]: r["initial"] for r in load_records(initial_from)} if initial_from is not None else None
+        index_ = self.reusable("critique_revision", "records.jsonl", "chain_key")
+        model, tok = self.sampler() if any(k not in index_ for k in keys.values()) else (None, None)
+        critique_revise(model, tok, prompts, self.constitution, work, settings, self.seed, model_name=self.run_spec,
+                        initial=given, progress=self.progress, fmt=self.fmt, identity=identity, reuse=index_,
+                        initial_ids=initial_ids)
+    return self._stage("critique_revision", {"chains": list(keys.values())}, build, what, items=list(keys.values()),
+                       unit="chains", index=index)
 
 # %% ../nbs/pipeline.ipynb #17b9c7ca
 @Pipeline.method
@@ -155,7 +188,8 @@ def helpful_samples(self) -> Path:
     from cai_repro.sl_cai import sample_helpful
     sft = self.P.sft
     prompts = sample_prompts(load_prompts(sft.helpful_prompts, constitution=self.constitution), sft.n_helpful, seed=self.seed)
-    inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype), "constitution": content_digest(self.constitution_path),
+    inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype),
+              "assistant_prefix": assistant_prefix(self.constitution, self.fmt),  # the constitution's part that it reads
               "prompts": [p.to_json() for p in prompts], "tokens": sft.helpful_tokens, "seed": self.seed, **self.variant}
     def build(work):
         model, tok = self.sampler()
@@ -176,7 +210,8 @@ def sl_cai(self) -> Path:
     def build(work):
         examples, counts = sft_examples(load_records(records_dir), read_records(helpful_dir / "samples.jsonl"), sft.revision, self.fmt)
         atomic_write_json(work / "data_counts.json", counts)
-        train_sft(self.run_spec, examples, work / "model", sft, dtype=self.dtype, seed=self.seed, work_dir=work / "checkpoints")
+        train_sft(self.run_spec, examples, work / "model", sft, dtype=self.dtype, seed=self.seed, work_dir=work / "checkpoints",
+                  report_to=self.P.run.report_to)
     if self.planned is not None: self._built(records_dir, "critique_revision"); self._built(helpful_dir, "helpful_samples")
     return self._stage("sl_cai", inputs, build)
 
@@ -230,55 +265,88 @@ def palms_samples(self) -> Path | None:
     found = anthropic_files([f"samples/PALMS_{m}.jsonl" for m in PALMS_MODELS], download=self.planned is None)
     return next(iter(found.values())).parent if found else None
 
-# %% ../nbs/pipeline.ipynb #7ed620fc
+# %% ../nbs/pipeline.ipynb #5a1c0de7
 @Pipeline.method
-def labels(self) -> Path:
-    """The labels stage: `pairs.jsonl` (pairs sampled from SL-CAI, plus within-prompt pairs of Anthropic's PALMS answers
-    where they are available) and `labels.jsonl` from the feedback model. Near-constant labels stop the run (`FlatLabels`)."""
+def pairs(self) -> Path:
+    """The pairs stage: `pairs.jsonl`, two responses sampled from SL-CAI per feedback prompt, plus within-prompt pairs of
+    Anthropic's PALMS answers where they are available. It reads no principle, so a feedback-principle edit reuses it."""
     from cai_repro.critique_revision import assistant_prefix
-    from cai_repro.feedback import check_labels, label_pairs, make_pairs, palms_pairs, read_pairs
+    from cai_repro.feedback import make_pairs, palms_pairs
     fb, policy_spec = self.P.feedback, self.sl_cai_policy()
     prompts = self.feedback_prompts()
     sampling = {"max_new_tokens": fb.response_tokens, "temperature": fb.temperature, "top_p": fb.top_p}
     palms = self.palms_samples() if fb.palms_pairs else None
-    inputs = {"model": model_fingerprint(self.run_spec), "policy": model_fingerprint(policy_spec), "dtype": str(self.dtype),
-              "constitution": content_digest(self.constitution_path), "prompts": [p.to_json() for p in prompts],
-              "sampling": sampling, "settings": settings_record(fb, seed=self.seed),
-              "palms": [content_digest(palms / f"PALMS_{m}.jsonl") for m in PALMS_MODELS] if palms else None, **self.variant}
+    inputs = {"policy": model_fingerprint(policy_spec), "dtype": str(self.dtype), "prompts": [p.to_json() for p in prompts],
+              "sampling": sampling, "seed": self.seed, "assistant_prefix": assistant_prefix(self.constitution, self.fmt),
+              "palms": [content_digest(palms / f"PALMS_{m}.jsonl") for m in PALMS_MODELS] if palms else None,
+              "palms_settings": [fb.palms_pairs, fb.palms_heldout, fb.palms_prompts], **self.variant}
     def build(work):
-        if not (work / "pairs.jsonl").exists():
-            policy, ptok = self.sampler(policy_spec, served_as=self.P.engine.policy_model)
-            pairs = make_pairs(policy, ptok, prompts, assistant_prefix(self.constitution, self.fmt), seed=self.seed,
-                               progress=self.progress, fmt=self.fmt, **sampling)
-            if palms: pairs += palms_pairs(palms, fb.palms_pairs, fb.palms_heldout, self.seed, PALMS_MODELS, fb.palms_prompts)
-            atomic_write_text(work / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
-        contrast = fb.method == "contrast"
-        model, tok = self.sampler(dtype="float32" if contrast and fb.contrast_dtype == "float32" else None)
-        labels = label_pairs(model, tok, read_pairs(work / "pairs.jsonl"), self.constitution, work, fb, self.seed,
-                             model_name=self.run_spec, progress=self.progress, fmt=self.fmt)
+        policy, ptok = self.sampler(policy_spec, served_as=self.P.engine.policy_model)
+        made = make_pairs(policy, ptok, prompts, assistant_prefix(self.constitution, self.fmt), seed=self.seed,
+                          progress=self.progress, fmt=self.fmt, **sampling)
+        if palms: made += palms_pairs(palms, fb.palms_pairs, fb.palms_heldout, self.seed, PALMS_MODELS, fb.palms_prompts)
+        atomic_write_text(work / "pairs.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made))
+    return self._stage("pairs", inputs, build)
+
+# %% ../nbs/pipeline.ipynb #7ed620fc
+@Pipeline.method
+def labels(self, pairs_dir=None) -> Path:
+    """The labels stage: the pairs of `pairs_dir` (default: the `pairs` stage), copied as `pairs.jsonl`, and their
+    `labels.jsonl` from the feedback model under this run's constitution. Keyed by the labels' keys
+    (`feedback.label_keys`): a label whose pair and judging principles are unchanged is copied from any earlier labels
+    stage. Near-constant labels stop the run (`FlatLabels`)."""
+    from cai_repro.feedback import check_labels, label_keys, label_pairs, read_pairs
+    fb = self.P.feedback
+    contrast = fb.method == "contrast"
+    identity = {"model": model_fingerprint(self.run_spec), "labeller_dtype": "float32" if contrast and fb.contrast_dtype == "float32"
+                else str(self.dtype), **self.variant}
+    index = self.reusable("labels", "labels.jsonl", "label_key") if self.planned is not None else None
+    try: pairs_dir = self._built(pairs_dir or self.pairs(), "pairs")
+    except Waiting as w:  # the policy's pairs are new; PALMS pairs do not depend on it, and their labels may be cached
+        palms = self.palms_samples() if fb.palms_pairs else None
+        from cai_repro.feedback import palms_pairs
+        known = palms_pairs(palms, fb.palms_pairs, fb.palms_heldout, self.seed, PALMS_MODELS, fb.palms_prompts) if palms else []
+        keys = label_keys(known, self.constitution, fb, self.seed, identity, self.fmt)
+        reused = sum(k in index for k in keys.values())
+        self._note("labels", "", key=None, status=f"waits for {w}", unit="labels", reused=reused,
+                   recomputed=fb.n_prompts + len(keys) - reused)
+        raise
+    pairs = read_pairs(pairs_dir / "pairs.jsonl")
+    keys = label_keys(pairs, self.constitution, fb, self.seed, identity, self.fmt)
+    def build(work):
+        if not (work / "pairs.jsonl").exists(): atomic_write_text(work / "pairs.jsonl", (pairs_dir / "pairs.jsonl").read_text())
+        index_ = self.reusable("labels", "labels.jsonl", "label_key")
+        need = any(k not in index_ for k in keys.values())
+        model, tok = self.sampler(dtype="float32" if contrast and fb.contrast_dtype == "float32" else None) if need else (None, None)
+        labels = label_pairs(model, tok, pairs, self.constitution, work, fb, self.seed, model_name=self.run_spec,
+                             progress=self.progress, fmt=self.fmt, identity=identity, reuse=index_)
         # the guard, on the labels the PM trains on: a failed check leaves the stage unfinished, its labels kept
         check_labels([r for r in labels if not r.get("heldout")], fb.min_margin, f"the labels stage ({work.name})")
-    return self._stage("labels", inputs, build)
+    return self._stage("labels", {"labels": list(keys.values())}, build, items=list(keys.values()),
+                       unit="labels", index=index)
 
 # %% ../nbs/pipeline.ipynb #3da85e08
 def pm_inputs(model_spec: str, pm: PMSettings, labels_path, dtype, seed: int, constitution_path) -> dict:
-    "What a preference model depends on: the base model, the labels (by content), the settings and the seed."
+    """What a preference model depends on: the base model, the labels (by content), the settings and the seed; with the
+    bundled helpfulness stand-in, the constitution's few-shot dialogues that prompt its answers (not its principles)."""
     from cai_repro.preference_model import resolve_labels
     labels_file = resolve_labels(labels_path)
     inputs = {"model": model_fingerprint(model_spec), "dtype": str(dtype), "labels": str(Path(labels_path).resolve()),
               "labels_digest": content_digest(labels_file), "pm": asdict(pm), "seed": seed}
-    if pm.helpful == "bundled": inputs["constitution"] = content_digest(constitution_path)
+    if pm.helpful == "bundled":
+        dialogues = load_constitution(constitution_path).few_shot.dialogue
+        inputs["constitution"] = {"few_shot_dialogue": [[[t.role, t.text] for t in d] for d in dialogues]}
     elif pm.helpful not in ("none", "hh-rlhf"): inputs["helpful_digest"] = content_digest(pm.helpful)
     return inputs
 
 # %% ../nbs/pipeline.ipynb #8e566701
 def build_and_score_pm(model_spec: str, pm: PMSettings, labels_path, work, dtype, seed: int, constitution_path,
-                       progress: bool = True, fmt=PAPER) -> Path:
+                       progress: bool = True, fmt=PAPER, report_to: str = "none") -> Path:
     "Train and save a PM into `work` (`preference_model.build_pm`), then score its comparisons (`reward.score_pm`)."
     from cai_repro.preference_model import build_pm, resolve_labels
     from cai_repro.reward import score_pm
     build_pm(model_spec, pm, resolve_labels(labels_path), work, dtype=dtype, seed=seed, constitution_path=constitution_path,
-             progress=progress, fmt=fmt)
+             progress=progress, fmt=fmt, report_to=report_to)
     if not is_main(): return Path(work)  # another rank of a launcher: it trained, the main process scores
     return score_pm(work, batch_size=pm.batch_size, progress=progress, fmt=fmt)  # in the PM's training precision
 
@@ -295,7 +363,8 @@ def preference_model(self, **overrides) -> Path:
         if same_standin:  # a control samples the same stand-in answers as the main PM: take them from it (a record store)
             main = self.preference_model() / "helpful_samples.jsonl"
             if main.exists() and not (work / "helpful_samples.jsonl").exists(): atomic_write_text(work / "helpful_samples.jsonl", main.read_text())
-        build_and_score_pm(self.run_spec, pm, labels_dir, work, self.dtype, self.seed, self.constitution_path, self.progress, self.fmt)
+        build_and_score_pm(self.run_spec, pm, labels_dir, work, self.dtype, self.seed, self.constitution_path, self.progress, self.fmt,
+                           self.P.run.report_to)
     return self._stage("preference_model", inputs, build, what)
 
 # %% ../nbs/pipeline.ipynb #bc29f811
@@ -303,7 +372,7 @@ PM_CONTROLS = {"shuffled labels": {"shuffle_labels": True}}  # a PM on the same 
 
 # %% ../nbs/pipeline.ipynb #79007944
 def train_pm_into(out_dir, model_spec: str, pm: PMSettings, labels, dtype="float32", seed: int = 0,
-                  constitution_path="default", progress: bool = True, fmt: DialogueFormat = PAPER) -> Path:
+                  constitution_path="default", progress: bool = True, fmt: DialogueFormat = PAPER, report_to: str = "none") -> Path:
     "Train and measure a PM into `out_dir` (what `cai-repro pm train` does), resuming an interrupted run of the same inputs."
     from cai_repro.preference_model import PM_META, read_labels, resolve_labels
     out = Path(out_dir)
@@ -318,9 +387,9 @@ def train_pm_into(out_dir, model_spec: str, pm: PMSettings, labels, dtype="float
             diff = sorted(k for k in run.keys() | old.keys() if run.get(k) != old.get(k))
             raise InputError(d, None, f"holds a preference model run with other inputs ({', '.join(diff)}); use a new --out or delete it")
         return old is not None
-    with lock_on_main(out): return _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt)
+    with lock_on_main(out): return _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt, report_to)
 
-def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt) -> Path:
+def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, path, progress, fmt, report_to="none") -> Path:
     from cai_repro.preference_model import PM_META
     if out.exists():
         if check(out) and (out / PM_META).exists() and (out / "metrics.json").exists(): return out  # already done
@@ -332,7 +401,7 @@ def _train_pm_into(out, run, check, model_spec, pm, labels_file, dtype, seed, pa
         work.mkdir(parents=True, exist_ok=True)
         if not check(work): atomic_write_json(work / "run.json", run)
     barrier()
-    build_and_score_pm(model_spec, pm, labels_file, work, dtype, seed, path, progress, fmt)
+    build_and_score_pm(model_spec, pm, labels_file, work, dtype, seed, path, progress, fmt, report_to)
     if is_main(): os.replace(work, out)
     barrier()
     return out
@@ -388,18 +457,40 @@ def rl(self) -> Path:
         policy_dtype = self.dtype if torch.cuda.is_available() else "float32"
         model, tok = load_model(policy_spec, dtype=policy_dtype, seed=self.seed, device="auto")
         train_rl(model, tok, load_reward(pm_dir, dtype=self.dtype, seed=self.seed, fmt=self.fmt), pool, work, s, self.seed,
-                 policy_spec=str(policy_spec), reward_name=reward_name, progress=self.progress, fmt=self.fmt)
+                 policy_spec=str(policy_spec), reward_name=reward_name, progress=self.progress, fmt=self.fmt,
+                 report_to=self.P.run.report_to)
     return self._stage("rl_cai", inputs, build)
+
+# %% ../nbs/pipeline.ipynb #ca335b36
+@Pipeline.method
+def dpo(self, **overrides) -> Path:
+    "The DPO stage: `policy/` (a LoRA adapter on the SL-CAI model, with `metrics.json`) and `data_counts.json`."
+    from cai_repro.dpo import dpo_pairs, train_dpo
+    from cai_repro.preference_model import read_labels
+    s, policy_spec, labels_dir = replace(self.P.dpo, **overrides), self.sl_cai_policy(), self.labels()
+    if self.planned is not None: self._built(labels_dir, "labels")
+    inputs = {"policy": model_fingerprint(policy_spec), "labels": str(labels_dir), "dtype": str(self.dtype),
+              "settings": settings_record(s, seed=self.seed), **self.variant}
+    def build(work):
+        train, held, counts = dpo_pairs(read_labels(labels_dir), s, self.seed, self.fmt)
+        atomic_write_json(work / "data_counts.json", counts)
+        train_dpo(policy_spec, train, held, work / "policy", s, dtype=self.dtype, seed=self.seed, work_dir=work / "checkpoints",
+                  report_to=self.P.run.report_to, progress=self.progress)
+    return self._stage("dpo", inputs, build, ", ".join(f"{k}={v}" for k, v in overrides.items()))
+
+# %% ../nbs/pipeline.ipynb #90af7bb0
+DPO_CONTROLS = {"near-ties kept": {"min_margin": 0.0, "label_smoothing": 0.1}}  # robust DPO on every pair instead of dropping near-ties
 
 # %% ../nbs/pipeline.ipynb #20d31155
 @Pipeline.method
 def checkpoints(self) -> list[tuple]:
     "`(name, model spec, prompt prefix, RL step)` of every checkpoint the evaluation compares; all share one prefix."
     from cai_repro.critique_revision import assistant_prefix
-    sl_cai, rl_dir = self.sl_cai_policy(), self.rl()
+    sl_cai, rl_dir, dpo_dir = self.sl_cai_policy(), self.rl(), self.dpo()
     snapshots = sorted((self._built(rl_dir, "rl_cai") / "snapshots").iterdir())
     prefix = assistant_prefix(self.constitution, self.fmt) if self.P.evaluation.prompting == "few-shot" else ""
-    return ([("base", self.run_spec, prefix, None), ("SL-CAI", sl_cai, prefix, 0)]
+    return ([("base", self.run_spec, prefix, None), ("SL-CAI", sl_cai, prefix, 0),
+             ("DPO", str(self._built(dpo_dir, "dpo") / "policy"), prefix, None)]
             + [(f"RL step {int(p.name.split('-')[1])}", str(p), prefix, int(p.name.split("-")[1])) for p in snapshots])
 
 # %% ../nbs/pipeline.ipynb #9c5dde62
@@ -462,28 +553,54 @@ def evaluation(self) -> Path:
     return self._stage("evaluation", inputs, build)
 
 # %% ../nbs/pipeline.ipynb #0eeab366
-STAGE_NOTEBOOKS = {"critique_revision": "03, 05", "helpful_samples": "04", "sl_cai": "04", "labels": "06", "eval_mc": "06a",
-                   "preference_model": "07", "rl_cai": "08", "evaluation": "09"}
+STAGE_NOTEBOOKS = {"critique_revision": "03, 05", "helpful_samples": "04", "sl_cai": "04", "pairs": "06", "labels": "06", "eval_mc": "06a",
+                   "preference_model": "07", "rl_cai": "08", "dpo": "08a", "evaluation": "09"}
+
+# %% ../nbs/pipeline.ipynb #c5f1a001
+def check_fit(P: Params) -> Constitution:
+    """The run's constitution, checked against the profile before anything runs: every part that reads a principle finds
+    one. A misfit is an `InputError` naming the constitution file (and the line of the part it needs) or the setting."""
+    from cai_repro.feedback import described, fixed_preamble
+    path = resolve_constitution(P.run.constitution)
+    c = load_constitution(path)
+    def line_of(key):
+        text = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+        return next((i for i, l in enumerate(text, 1) if l.startswith(f"{key}:")), None)
+    if not c.feedback: raise InputError(path, line_of("feedback"), "the constitution has no feedback principles, which the labels stage needs")
+    if P.cr.principles and P.cr.principles > len(c.critique_revision):
+        raise InputError("cr.principles", None, f"{P.cr.principles}, but {path} has {len(c.critique_revision)} critique/revision principles")
+    for where, method, choice in (("feedback.preamble", P.feedback.method, P.feedback.preamble),
+                                  ("the HHH comparisons of 06a (evals)", "contrast", "constitution")):
+        if method != "contrast": continue
+        try: described(c) if choice == "sampled" else fixed_preamble(c, choice)
+        except InputError as e: raise InputError(path, line_of("contrast_preamble") or line_of("feedback"), f"{where}: {e.problem}") from None
+    return c
 
 # %% ../nbs/pipeline.ipynb #c537f8c1
 def plan(P: Params, root=None) -> list[dict]:
-    "Every stage a run of `P` builds, in order, with its key and status; nothing is built."
+    """Every stage a run of `P` builds, in order, with its key, its status, and how many of its items the cache holds
+    (`reused`) or it computes (`recomputed`; a stage that waits for another computes all of them); nothing is built.
+    A constitution that does not fit the profile stops it first (`check_fit`)."""
+    constitution = check_fit(P)
     pipe = Pipeline(P, root=root, plan=True)
-    n_all = len(pipe.constitution.critique_revision)
+    n_all = len(constitution.critique_revision)
     steps = [("critique_revision", "main run", pipe.critique_revision),
              *[("critique_revision", f"principles={k}", functools.partial(pipe.cr_ablation, principles=k))
-               for k in P.analysis.principle_counts if k != n_all],
+               for k in constitution.principle_counts(P.analysis.principle_counts) if k != n_all],
              ("critique_revision", "direct=True", functools.partial(pipe.cr_ablation, direct=True)),
-             ("helpful_samples", "", pipe.helpful_samples), ("sl_cai", "", pipe.sl_cai), ("labels", "", pipe.labels),
+             ("helpful_samples", "", pipe.helpful_samples), ("sl_cai", "", pipe.sl_cai), ("pairs", "", pipe.pairs),
+             ("labels", "", pipe.labels),
              *[("eval_mc", name, functools.partial(pipe.hhh_eval, name)) for name in ("hhh", "harmful-vs-ethical", "harm-type")],
              ("preference_model", "", pipe.preference_model),
              *[("preference_model", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.preference_model, **o))
                for o in PM_CONTROLS.values()],
-             ("rl_cai", "", pipe.rl), ("evaluation", "", pipe.evaluation)]
+             ("rl_cai", "", pipe.rl), ("dpo", "", pipe.dpo),
+             *[("dpo", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.dpo, **o)) for o in DPO_CONTROLS.values()],
+             ("evaluation", "", pipe.evaluation)]
     for name, what, call in steps:
         try: call()
-        except Waiting as w: pipe._note(name, what, key=None, status=f"waits for {w}")
-        except Unavailable as e: pipe._note(name, what, key=None, status=f"unavailable: {e}")
+        except Waiting as w: pipe._note(name, what, key=None, status=f"waits for {w}", unit="stage", reused=0, recomputed=1)
+        except Unavailable as e: pipe._note(name, what, key=None, status=f"unavailable: {e}", unit="stage", reused=0, recomputed=0)
     for p in pipe.planned: p["notebook"] = STAGE_NOTEBOOKS.get(p["stage"], "")
     return pipe.planned
 
@@ -493,12 +610,12 @@ def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str,
     cr, an, sft, fb, rl, ev, evals, wb = P.cr, P.analysis, P.sft, P.feedback, P.rl, P.evaluation, P.evals, P.workbench
     engine = P.engine.engine if P.engine.engine == "local" else f"{P.engine.engine} {P.engine.base_url}"
     step = lambda direct: (0 if direct else cr.critique_tokens) + cr.revision_tokens
-    n_abl = len([k for k in an.principle_counts if k != n_principles])
+    n_abl = len({min(k, n_principles) for k in an.principle_counts} - {n_principles})  # K sized to the constitution
     r_abl = min(an.ablation_revisions or cr.revisions, cr.revisions)  # the ablations' revisions
     from cai_repro.hhh_evals import EVALS
     full = sum(n for _, n in EVALS.values())  # the full files' items (the dev slices hold fewer)
     cot_items = (3 * evals.cot_limit if evals.cot_limit is not None else full) * evals.cot_chains
-    snapshots = rl.steps // max(rl.save_every, 1) + 1
+    snapshots = rl.steps // max(rl.save_every, 1) + 1  # and base, SL-CAI and DPO
     return [("critique_revision (main)", engine, cr.n_prompts * (1 + cr.revisions * (1 if cr.direct else 2)),
              cr.n_prompts * (cr.initial_tokens + cr.revisions * step(cr.direct))),
             ("critique_revision (ablations)", engine, an.n_ablation * r_abl * (2 * n_abl + 1),
@@ -509,7 +626,7 @@ def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str,
             ("labels (chains of thought)", engine, fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias),
              fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias) * fb.cot_tokens),
             ("rl_cai", "vllm (TRL)" if rl.use_vllm else "local", rl.steps * rl.batch_size, rl.steps * rl.batch_size * rl.max_new_tokens),
-            ("evaluation (answers)", "local", (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign),
-             (2 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens),
+            ("evaluation (answers)", "local", (3 + snapshots) * 2 * (ev.n_harmful + ev.n_benign),
+             (3 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens),
             ("workbench (two constitutions)", engine, 2 * wb.n_prompts * (1 + 2 * wb.revisions),
              2 * wb.n_prompts * (cr.initial_tokens + wb.revisions * step(False)))]

@@ -25,7 +25,7 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from .artifacts import (InputError, Unavailable, atomic_write_json, atomic_write_text, derive_seed, finite_guard,
                                  iter_jsonl, read_jsonl)
-from .config import PMSettings
+from .config import PMSettings, report_to_arg
 from .dialogue import PAPER, DialogueFormat, first_human_turn
 from .distributed import gathered_model, is_main, main_first
 from .models import load_model, model_fingerprint, resolve_dtype
@@ -344,7 +344,8 @@ class EvaluateAtEnd(TrainerCallback):
 
 # %% ../nbs/07_preference_model.ipynb #ae443da3
 def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: PMSettings = PMSettings(), dtype="float32",
-             seed: int = 0, progress: bool = True, callbacks: Sequence = (), stopping: Sequence[dict] = (), adapter_dir=None):
+             seed: int = 0, progress: bool = True, callbacks: Sequence = (), stopping: Sequence[dict] = (), adapter_dir=None,
+             report_to: str = "none"):
     """Train a soft-label PM on `comparisons`; returns `(model, tok, log_history)`, LoRA merged. Resumes from `checkpoint_dir`.
     With `stopping` comparisons: early stopping on their soft loss, returning the best step's PM (the untrained, constant
     one if no step beat it). Trains in float32 on a CPU (`pm_train_dtype`). Under a launcher every rank trains its share
@@ -365,7 +366,7 @@ def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: P
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* deprecated", category=FutureWarning)
         args = RewardConfig(output_dir=str(ckpt), num_train_epochs=s.epochs, max_steps=s.max_steps, learning_rate=s.lr,
                             per_device_train_batch_size=s.batch_size, max_length=None, gradient_checkpointing=False,
-                            bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed,
+                            bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to=report_to_arg(report_to), seed=seed,
                             data_seed=seed, logging_steps=1, save_strategy="steps", save_steps=every,
                             save_total_limit=1, lr_scheduler_type="linear", warmup_steps=0.1, dataloader_pin_memory=False,
                             disable_tqdm=not progress, logging_nan_inf_filter=False, **es)
@@ -428,7 +429,7 @@ def helpful_comparisons(pm: PMSettings, n_harmless: int, work_dir, model_spec: s
 
 # %% ../nbs/07_preference_model.ipynb #7b553056
 def build_pm(model_spec: str, pm: PMSettings, labels, work_dir, dtype="float32", seed: int = 0, constitution_path="default",
-             progress: bool = True, fmt: DialogueFormat = PAPER) -> Path:
+             progress: bool = True, fmt: DialogueFormat = PAPER, report_to: str = "none") -> Path:
     """Read labels, gather and mix helpfulness comparisons, split them by prompt (no response text in two splits), train,
     and save the PM into `work_dir` (resuming a killed build): the merged model, and its LoRA adapter in `adapter/`."""
     work = Path(work_dir); work.mkdir(parents=True, exist_ok=True)
@@ -454,7 +455,7 @@ def build_pm(model_spec: str, pm: PMSettings, labels, work_dir, dtype="float32",
                                                       "ids": [c["id"] for c in dropped]})
         shutil.rmtree(work / "adapter", ignore_errors=True)  # one torn by an earlier kill
         model, tok, log = train_pm(model_spec, train, work / "checkpoints", s, dtype=dtype, seed=seed, progress=progress,
-                                   stopping=stop, adapter_dir=work / "adapter")
+                                   stopping=stop, adapter_dir=work / "adapter", report_to=report_to)
         if model is None: return work  # another rank of a launcher: the main process saves the PM
         truncated = pm_dataset(train + stop + held, tok, s.max_length)[1]
         atomic_write_json(work / "train_log.json", log)
@@ -466,5 +467,6 @@ def build_pm(model_spec: str, pm: PMSettings, labels, work_dir, dtype="float32",
         if (work / "adapter" / "adapter_config.json").exists():  # what `reward.load_reward_model` needs to rebuild the PM from it
             atomic_write_json(work / "adapter" / PM_META, {"kind": "preference-model-adapter", "base_model": model_spec,
                                                            "dtype": pm_train_dtype(dtype), "seed": seed, "max_length": s.max_length})
+        if (work / "checkpoints" / "runs").is_dir(): os.replace(work / "checkpoints" / "runs", work / "runs")  # TensorBoard's curves stay
         shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return work

@@ -238,11 +238,12 @@ def _swap(work: Path, dest: Path):
     shutil.rmtree(old, ignore_errors=True)
 
 def _copy_adapters(stage_dirs: dict[str, Path], dest: Path) -> list[str]:
-    """Copy each stage's small LoRA adapter (the PM's `adapter/`, SL-CAI's `model/`) with its `cai_repro.json` (which names
-    the base model, so the library loads it) to `dest/<stage name>/`; the stages whose adapter was copied."""
+    """Copy each stage's small LoRA adapter (the PM's `adapter/`, SL-CAI's `model/`, the DPO and RL policies' `policy/`)
+    with its `cai_repro.json` (which names the base model, so the library loads it) to `dest/<stage name>/`; the stages
+    whose adapter was copied."""
     copied = []
     for name, d in stage_dirs.items():
-        for sub in ("adapter", "model"):
+        for sub in ("adapter", "model", "policy"):
             files = [d / sub / f for f in ("adapter_model.safetensors", "adapter_config.json")]
             if all(f.is_file() for f in files) and sum(f.stat().st_size for f in files) <= MAX_ADAPTER:
                 (dest / name).mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ from .config import Params, load_params
 
 # %% auto #0
 __all__ = ['RUNNER', 'PARAMETERS', 'stage_notebooks', 'select_notebooks', 'declared_parameters', 'StageFailed', 'run_notebook',
-           'default_run_dir', 'checkout_state', 'stamp_run', 'check_anthropic_data', 'reproduce', 'format_plan']
+           'default_run_dir', 'profile_for_run', 'checkout_state', 'stamp_run', 'check_anthropic_data', 'reproduce',
+           'format_plan']
 
 # %% ../nbs/10_reproduce.ipynb #ea33d280
 RUNNER = "10_reproduce"  # this notebook: documentation of the runner, not a stage of the run
@@ -115,6 +116,21 @@ def default_run_dir(name: str) -> Path:
     "`runs/<name>` in the checkout, or in the working directory when the package is installed."
     return (checkout_dir() or Path.cwd()) / "runs" / name
 
+# %% ../nbs/10_reproduce.ipynb #d1e2f3a1
+def profile_for_run(profile, constitution, run_dir) -> Path:
+    """The profile file a run executes: `profile` itself, or with `constitution` (`reproduce --constitution`), a copy of it
+    with `run.constitution` set, written into the run directory (`profile/<name>.yaml`: the same name, so the run is
+    still, say, the `smoke` run) and loaded by the notebooks like any other."""
+    import yaml
+    from cai_repro.config import profile_path
+    from cai_repro.constitution import resolve_constitution
+    src = profile_path(profile)
+    if constitution is None: return src
+    doc = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+    doc["run"] = {**(doc.get("run") or {}), "constitution": str(resolve_constitution(constitution).resolve())}
+    head = f"# {src} with the constitution {constitution}, written by `cai-repro reproduce --constitution`\n"
+    return atomic_write_text(Path(run_dir) / "profile" / src.name, head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
 # %% ../nbs/10_reproduce.ipynb #f9291b00
 def checkout_state(root=None) -> dict:
     """The checkout a run executes from (default: this package's): its folder, its git commit (HEAD), and whether its
@@ -162,25 +178,32 @@ def check_anthropic_data(P: Params) -> str | None:
 
 # %% ../nbs/10_reproduce.ipynb #130440ae
 def reproduce(profile: str = "cpu", out=None, only: Sequence[str] = (), start: str | None = None,
-              nbs_dir=None, record: bool | None = None) -> dict:
-    """Run the numbered notebooks with a profile's parameters; return the run's summary. A whole `cpu` run from a
-    checkout (or any run with `record=True`) then becomes the committed record (`record.publish`)."""
+              nbs_dir=None, record: bool | None = None, constitution=None) -> dict:
+    """Run the numbered notebooks with a profile's parameters (and `constitution`, if given, instead of the profile's;
+    default run directory `runs/<profile>-<constitution>`); return the run's summary. The constitution is checked against
+    the profile first (`pipeline.check_fit`), so a misfit stops before anything runs. A whole `cpu` run from a checkout
+    with its own constitution (or any run with `record=True`) then becomes the committed record (`record.publish`)."""
+    from cai_repro.constitution import resolve_constitution
+    from cai_repro.pipeline import check_fit
     P = load_params(profile)
-    run_dir = Path(out or default_run_dir(P.name)).resolve()
+    name = P.name if constitution is None else f"{P.name}-{resolve_constitution(constitution).stem}"
+    run_dir = Path(out or default_run_dir(name)).resolve()
+    P = load_params(profile_for_run(profile, constitution, run_dir))
+    check_fit(P)
     notebooks = select_notebooks(stage_notebooks(nbs_dir), only, start)
     for nb in notebooks:
         if declared_parameters(nb) != list(PARAMETERS):
             raise InputError(nb, None, f"its parameters cell must declare exactly {', '.join(PARAMETERS)}")
     if (note := check_anthropic_data(P)): print(note, flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if record is None: record = P.name == "cpu" and checkout_dir() is not None and not only and not start
+    if record is None: record = P.name == "cpu" and checkout_dir() is not None and not only and not start and constitution is None
     with exclusive(run_dir): return _run_all(P, run_dir, notebooks, record)
 
 def _run_all(P: Params, run_dir: Path, notebooks: Sequence[Path], record: bool) -> dict:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary["run"] = stamp_run(summary, checkout_state(), time.time())
-    summary.update(profile=P.name, profile_file=P.source, stages=summary.get("stages", {}))
+    summary.update(profile=P.name, profile_file=P.source, constitution=P.run.constitution, stages=summary.get("stages", {}))
     atomic_write_json(summary_path, summary)  # which code runs is on record before the first notebook starts
     params = {"profile": str(Path(P.source).resolve()), "run_dir": str(run_dir)}
     for k, nb in enumerate(notebooks, 1):
@@ -207,15 +230,17 @@ def format_plan(P: Params, steps: Sequence[dict]) -> str:
     for sec in SECTIONS:
         vals = asdict(getattr(P, sec))
         out.append(f"  {sec}: " + ", ".join(f"{k}={v!r}" for k, v in vals.items()))
-    out += ["", "stages, in order (notebook, key, status):"]
+    out += ["", f"constitution: {P.run.constitution}", "stages, in order (notebook, key, status; items reused from the cache / to compute):"]
     for i, s in enumerate(steps, 1):
         what = f" [{s['what']}]" if s["what"] else ""
-        out.append(f"  {i:2d}. {s['stage']}{what}  ({s['notebook']})  {s.get('key') or '-':12s}  {s['status']}")
+        items = f"{s['reused']} reused / {s['recomputed']} to compute ({s['unit']})" if "reused" in s else ""
+        out.append(f"  {i:2d}. {s['stage']}{what}  ({s['notebook']})  {s.get('key') or '-':12s}  {s['status']}  {items}")
     e = P.engine
     engine = ("local: transformers in this process" if e.engine == "local" else
               f"openai: {e.base_url}, model {e.served_model or P.run.model!r}, {e.max_concurrency} requests in flight")
     out += ["", f"format: {P.run.format}    engine: {engine}", "generation (texts sampled, at most tokens generated, where):"]
-    budget = generation_budget(P)
+    from cai_repro.constitution import load_constitution
+    budget = generation_budget(P, len(load_constitution(P.run.constitution).critique_revision))
     for stage, where, texts, tokens in budget:
         if texts: out.append(f"  {stage:32s} {texts:>9,} {tokens:>13,}  {where}")
     out.append(f"  {'total':32s} {sum(b[2] for b in budget):>9,} {sum(b[3] for b in budget):>13,}")

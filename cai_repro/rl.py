@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import (NonFiniteError, RecordStore, atomic_dir, atomic_write_text, check_finite, derive_seed,
                                  finite_guard, read_jsonl, read_records)
-from .config import RLSettings, settings_record
+from .config import RLSettings, report_to_arg, settings_record
 from .dialogue import PAPER, DialogueFormat
 from .distributed import claim_on_main, is_main, save_trained
 from .models import PerRowSampler, StopOnStrings, cut_at_stops, final_logits, left_pad
@@ -32,8 +32,8 @@ __all__ = ['RewardFn', 'rl_prompts', 'step_prompts', 'rl_pool', 'Rollouts', 'eos
            'sample_rollouts', 'ValueHead', 'response_hidden', 'response_logprobs', 'penalised_scores', 'token_rewards',
            'masked_mean', 'masked_var', 'whiten', 'gae', 'ppo_losses', 'lora_config', 'KeywordReward', 'PPO',
            'ppo_rollout', 'ppo_score', 'ppo_advantages', 'ppo_update', 'ppo_record', 'ppo_step', 'save_checkpoint',
-           'latest_checkpoint', 'load_checkpoint', 'load_metrics', 'save_policy', 'train_ppo', 'rloo_config',
-           'train_rloo', 'train_rl', 'plot_rl_curves']
+           'latest_checkpoint', 'load_checkpoint', 'load_metrics', 'MetricsLogger', 'save_policy', 'train_ppo',
+           'rloo_config', 'train_rloo', 'train_rl', 'plot_rl_curves']
 
 # %% ../nbs/08_rl_cai.ipynb #4c1147af
 def rl_prompts(spec: str = "mix", n: int | None = None, harmful_fraction: float = 0.5, seed: int = 0) -> list[Prompt]:
@@ -442,6 +442,35 @@ def load_metrics(run_dir) -> list[dict]:
     "The metrics rows of a run directory (PPO or RLOO), in step order; a repeated step is an error."
     return sorted(read_records(Path(run_dir) / "metrics.jsonl", "step"), key=lambda r: r["step"])
 
+# %% ../nbs/08_rl_cai.ipynb #1bf25b3f
+class MetricsLogger:
+    "Each PPO step's numeric metrics to the tracking backend `report_to` (TensorBoard: event files in `log_dir`)."
+    def __init__(self, report_to: str = "none", log_dir=None, run_name: str = "", config: dict | None = None):
+        self.kind, self.writer, self.mod = report_to_arg(report_to), None, None
+        if self.kind == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(log_dir=str(log_dir))
+        elif self.kind in ("trackio", "wandb"):
+            import importlib
+            self.mod = importlib.import_module(self.kind)
+            self.mod.init(project="cai-repro", name=run_name or None, config=json.loads(json.dumps(config or {}, default=str)))
+
+    @staticmethod
+    def scalars(row: dict) -> dict:
+        "The numbers of a metrics row, named as a Trainer logs them (`train/...`, `monitors/...`)."
+        num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return {**{f"train/{k}": float(v) for k, v in row.items() if k != "step" and num(v)},
+                **{f"monitors/{k}": float(v) for k, v in (row.get("monitors") or {}).items() if num(v)}}
+
+    def log(self, row: dict, step: int):
+        if self.writer is not None:
+            for k, v in self.scalars(row).items(): self.writer.add_scalar(k, v, step)
+        elif self.mod is not None: self.mod.log(self.scalars(row), step=step)
+
+    def close(self):
+        if self.writer is not None: self.writer.close()
+        elif self.mod is not None: self.mod.finish()
+
 # %% ../nbs/08_rl_cai.ipynb #2c39da80
 def _base_spec(spec: str) -> str:
     "A model spec that still loads from another working directory."
@@ -487,32 +516,35 @@ def _open_logs(out: Path, start: int) -> tuple[RecordStore, RecordStore]:
 
 def train_ppo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
               seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
-              fmt: DialogueFormat = PAPER) -> Path:
-    "PPO against `reward_fn` on prompts drawn from `pool`, resuming from the last checkpoint in `out_dir`."
+              fmt: DialogueFormat = PAPER, report_to: str = "none") -> Path:
+    """PPO against `reward_fn` on prompts drawn from `pool`, resuming from the last checkpoint in `out_dir`; each step's
+    metrics also go to `report_to` (`MetricsLogger`: TensorBoard writes to `out_dir/runs/`)."""
     s, out = settings, Path(out_dir)
     with _claim_run(out, s, seed, policy_spec, reward_name, pool):
         ppo = PPO(model, tok, reward_fn, s, seed, fmt)
         ckpt = latest_checkpoint(out)
         start = load_checkpoint(ppo, ckpt) if ckpt else 0
         metrics, samples = _open_logs(out, start)
+        tracker = MetricsLogger(report_to, out / "runs", f"ppo-{out.name}", {**settings_record(s, seed=seed), "policy": str(policy_spec)})
         bar = tqdm(range(start, s.steps), initial=start, total=s.steps, disable=not progress, desc="PPO")
         for k in bar:
             row, rows = ppo_step(ppo, k, step_prompts(pool, k, s.batch_size, seed))
             for r in rows: samples.append(r)
-            metrics.append(row)
+            metrics.append(row); tracker.log(row, k + 1)
             bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
             if (k + 1) % s.save_every == 0 or k + 1 == s.steps:
                 save_checkpoint(ppo, out, k + 1)
                 # a loadable policy at each checkpoint step, kept for evaluating RL over time (09_evaluation)
                 save_policy(ppo.model, tok, out / "snapshots" / f"step-{k + 1:06d}", policy_spec, algo="ppo", steps=k + 1)
         save_policy(ppo.model, tok, out / "policy", policy_spec, ppo.value_head, algo="ppo", steps=s.steps)
+        tracker.close()
         return out
 
 # %% ../nbs/08_rl_cai.ipynb #b70356e6
-def rloo_config(s: RLSettings, output_dir, seed: int = 0, progress: bool = True, **trl_args):
+def rloo_config(s: RLSettings, output_dir, seed: int = 0, progress: bool = True, report_to: str = "none", **trl_args):
     """TRL's `RLOOConfig` for the settings `s`: our optimiser, sampling and checkpoints, and TRL's vLLM generation
     (`use_vllm`, `vllm_mode` colocate or server, the server's address: the fields `RLSettings.VLLM`, named as TRL names
-    them). `trl_args` (any `RLOOConfig` field, e.g. `deepspeed=`) override."""
+    them). `report_to`: where the curves also go. `trl_args` (any `RLOOConfig` field, e.g. `deepspeed=`) override."""
     from trl import RLOOConfig
     args = dict(output_dir=str(output_dir), max_steps=s.steps, per_device_train_batch_size=s.batch_size,
                 num_generations=s.rloo_k, max_completion_length=s.max_new_tokens, temperature=s.temperature,
@@ -520,7 +552,7 @@ def rloo_config(s: RLSettings, output_dir, seed: int = 0, progress: bool = True,
                 lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=s.max_grad_norm,
                 logging_steps=1, save_strategy="steps", save_steps=s.save_every, save_total_limit=2,
                 bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(),
-                gradient_checkpointing=False, remove_unused_columns=False, report_to="none", seed=seed,
+                gradient_checkpointing=False, remove_unused_columns=False, report_to=report_to_arg(report_to), seed=seed,
                 data_seed=seed, disable_tqdm=not progress, dataloader_pin_memory=False,
                 **{k: getattr(s, k) for k in RLSettings.VLLM})
     return RLOOConfig(**{**args, **trl_args})
@@ -585,7 +617,7 @@ def _rloo_callback(metrics: RecordStore, samples: RecordStore, reward: _PMReward
 
 def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
                seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
-               fmt: DialogueFormat = PAPER, **trl_args) -> Path:
+               fmt: DialogueFormat = PAPER, report_to: str = "none", **trl_args) -> Path:
     """RLOO with TRL's `RLOOTrainer` against `reward_fn`; same run-directory layout and metrics as `train_ppo`. Under
     `accelerate launch` every rank trains (DDP, FSDP or DeepSpeed); the main process claims, logs and saves."""
     from datasets import Dataset
@@ -599,7 +631,7 @@ def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir,
         end_turns_at(model, tok, fmt)
         ds = Dataset.from_list([{"prompt": fmt.human_turn(p.text), "request": p.text, "category": p.category,
                                  "harmful": p.harmful, "prompt_id": p.id} for p in pool])
-        args = rloo_config(s, trl_dir, seed, progress, **trl_args)
+        args = rloo_config(s, trl_dir, seed, progress, report_to, **trl_args)
         reward = _PMReward(reward_fn, s, eos_ids(model, tok))
         metric_log = [_rloo_callback(metrics, samples, reward, s)] if is_main() else []  # the main process logs
         with torch.random.fork_rng():
@@ -616,11 +648,11 @@ def train_rloo(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir,
 # %% ../nbs/08_rl_cai.ipynb #90e9301f
 def train_rl(model, tok, reward_fn: RewardFn, pool: Sequence[Prompt], out_dir, settings: RLSettings = RLSettings(),
              seed: int = 0, policy_spec: str = "", reward_name: str = "", progress: bool = True,
-             fmt: DialogueFormat = PAPER) -> Path:
-    "`train_ppo` or `train_rloo`, as `settings.algo` says."
+             fmt: DialogueFormat = PAPER, report_to: str = "none") -> Path:
+    "`train_ppo` or `train_rloo`, as `settings.algo` says; `report_to`: where the curves also go (`MetricsLogger` for PPO)."
     train = train_ppo if settings.algo == "ppo" else train_rloo
     return train(model, tok, reward_fn, pool, out_dir, settings, seed, policy_spec=policy_spec, reward_name=reward_name,
-                 progress=progress, fmt=fmt)
+                 progress=progress, fmt=fmt, report_to=report_to)
 
 # %% ../nbs/08_rl_cai.ipynb #eb254499
 def plot_rl_curves(metrics: Sequence[dict], path=None, caption: str = "", batch_size: int | None = None):

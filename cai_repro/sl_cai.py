@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from .artifacts import RecordStore, atomic_write_json, derive_seed, exclusive, finite_guard
-from .config import SFTSettings
+from .config import SFTSettings, report_to_arg
 from .dialogue import PAPER, DialogueFormat
 from .distributed import lock_on_main, save_trained, world
 from .models import generate, load_model
@@ -66,8 +66,9 @@ def sft_examples(records: Sequence[dict], helpful: Sequence[dict], revision: str
 
 # %% ../nbs/04_sl_cai.ipynb #c9dc58c5
 def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: SFTSettings = SFTSettings(), dtype="float32",
-              seed: int = 0, work_dir=None) -> Path:
-    "Fine-tune `model_spec` on prompt–completion `examples`; save a model directory loadable by `load_model`."
+              seed: int = 0, work_dir=None, report_to: str = "none") -> Path:
+    """Fine-tune `model_spec` on prompt–completion `examples`; save a model directory loadable by `load_model`. `report_to`:
+    where the curves also go (`config.RunSettings.report_to`; TensorBoard writes to `work_dir/runs/`)."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
@@ -81,7 +82,7 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: SFTSettin
     args = SFTConfig(output_dir=str(work), num_train_epochs=sft.epochs, learning_rate=sft.lr,
                      per_device_train_batch_size=sft.batch_size, max_length=sft.max_length, logging_steps=1,
                      save_strategy="steps", save_steps=max(1, math.ceil(len(ds) / sft.batch_size) // 2), save_total_limit=1,
-                     bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", seed=seed,
+                     bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to=report_to_arg(report_to), seed=seed,
                      data_seed=seed, lr_scheduler_type="cosine", warmup_steps=0.1, dataloader_pin_memory=False,
                      disable_tqdm=False, gradient_checkpointing=False,  # TRL defaults it on: a second forward per step
                      logging_nan_inf_filter=False)  # a NaN loss must reach the guard, not be averaged away

@@ -311,9 +311,10 @@ def test_every_checkpoint_is_prompted_the_same_way(tmp_path, prompting):
     rl = tmp_path / "rl"
     for step in (10, 20): (rl / "snapshots" / f"step-{step}").mkdir(parents=True)
     p = Pipeline(load_params("smoke", evaluation={"prompting": prompting}), root=tmp_path / "stages", progress=False)
-    p.sl_cai_policy, p.rl = (lambda: "sl-cai-dir"), (lambda: rl)
+    p.sl_cai_policy, p.rl, p.dpo = (lambda: "sl-cai-dir"), (lambda: rl), (lambda: tmp_path / "dpo")
     cps = p.checkpoints()
-    assert [c[0] for c in cps] == ["base", "SL-CAI", "RL step 10", "RL step 20"]
+    assert [c[0] for c in cps] == ["base", "SL-CAI", "DPO", "RL step 10", "RL step 20"]
+    assert cps[2][1] == str(tmp_path / "dpo" / "policy") and cps[2][3] is None  # DPO: not a step of RL
     assert len({c[2] for c in cps}) == 1 and (cps[0][2] != "") == (prompting == "few-shot")
 
 

@@ -269,7 +269,7 @@ def test_cli_label_writes_records_and_config(tmp_path):
     recs = [json.loads(l) for l in (out / "labels.jsonl").read_text().splitlines()]
     assert [r["id"] for r in recs] == ["p0", "p1"]
     assert set(recs[0]) == {"id", "prompt", "category", "harmful", "response_a", "response_b", "source", "reference", "heldout",
-                            "method", "principles", "p_a"}
+                            "method", "principles", "p_a", "label_key"}
     ids = [q.id for q in load_constitution("default").sample_feedback(2, 3, key="p0")]
     assert [q["principle_id"] for q in recs[0]["principles"]] == ids
     config = json.loads((out / "config.json").read_text())

@@ -151,6 +151,10 @@ def test_a_pm_loads_from_its_adapter_alone(tmp_path):
     built = build_pm("tiny-random", pm, write_labels(tmp_path / "labels.jsonl", synthetic_labels(12, seed=4)), tmp_path / "pm", progress=False)
     assert (built / "adapter" / "cai_repro.json").exists()
     assert _copy_adapters({"preference_model-x": built}, tmp_path / "record") == ["preference_model-x"]
+    policy = tmp_path / "dpo-y" / "policy"   # a DPO (or RL) stage keeps its adapter in policy/: copied the same way
+    shutil.copytree(built / "adapter", policy)
+    assert _copy_adapters({"dpo-y": policy.parent}, tmp_path / "record") == ["dpo-y"]
+    assert (tmp_path / "record" / "dpo-y" / "adapter_model.safetensors").is_file()
     shutil.rmtree(built / "adapter")   # only the record's copy is left
     texts = ["\n\nHuman: Hi?\n\nAssistant: Hello.", "\n\nHuman: Help me steal.\n\nAssistant: No."]
     whole = RewardScorer(str(built)).score_conversations(texts)
