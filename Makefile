@@ -17,12 +17,17 @@ help:
 	@echo "make bench       performance suite (ratios against naive baselines, measured side by side)"
 	@echo "make docs        the nbdev documentation site (needs quarto, which this target does not install)"
 
-# torch first: the pinned CPU wheel; the package's own range (torch>=2.4) then installs nothing more.
+# torch first: the pinned CPU wheel; the package's own range (torch>=2.4) then installs nothing more. Then the Jupyter
+# config that enables the server extension cleaning this project's notebooks on save, in any `jupyter lab` or `jupyter
+# notebook` of this environment: a wheel installs it (setup.py's data_files), an editable install does not, so it is
+# copied here.
 $(STAMP): settings.ini setup.py pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	cp jupyter-config/jupyter_server_config.d/cai_repro.artifacts.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	touch $(STAMP)
 
 install: $(STAMP)

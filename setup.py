@@ -12,7 +12,7 @@ cfg = config["DEFAULT"]
 
 # The data that ships inside the package, as `cai_repro/_data/<folder>` (see `cai_repro.artifacts.bundled_dir`): a
 # checkout reads these folders in place; an installed package reads its copies, from any working directory.
-BUNDLED = ["constitutions", "profiles", "data/prompts", "data/refusals", "nbs"]
+BUNDLED = ["constitutions", "profiles", "data/prompts", "data/refusals", "nbs", "accelerate"]
 
 
 class BuildWithData(build_py):
@@ -39,12 +39,18 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
     include_package_data=True,
     install_requires=cfg.get("requirements", "").split(),
-    extras_require={"dev": cfg.get("dev_requirements", "").split(), "tracking": cfg.get("tracking_requirements", "").split()},
+    # dev, and the optional extras settings.ini lists in `extras` (server, vllm, deepspeed, quantize, notebooks, tracking),
+    # each from `<extra>_requirements`
+    extras_require={extra: cfg.get(f"{extra}_requirements", "").split() for extra in ["dev", *cfg.get("extras", "").split()]},
     python_requires=">=" + cfg["min_python"],
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     zip_safe=False,
     cmdclass={"build_py": BuildWithData},
+    # Enables the Jupyter server extension `cai_repro.artifacts` (its pre-save hook cleans this project's source
+    # notebooks, whatever `jupyter lab` the environment starts). pip installs data_files from a wheel, not for an
+    # editable install: there the Makefile's install step copies the file.
+    data_files=[("etc/jupyter/jupyter_server_config.d", ["jupyter-config/jupyter_server_config.d/cai_repro.artifacts.json"])],
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),
         "nbdev": [f'{cfg["lib_path"]}={cfg["lib_path"]}._modidx:d'],

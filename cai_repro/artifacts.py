@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import functools
 import hashlib
 import json
 import math
@@ -24,17 +24,19 @@ from urllib.parse import urlparse
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import yaml
+from filelock import FileLock, Timeout
 
 # %% auto #0
 __all__ = ['BUNDLED', 'ANTHROPIC_REPO', 'ANTHROPIC_COMMIT', 'ANTHROPIC_URL', 'ANTHROPIC_SHA256', 'ANTHROPIC_EVALS', 'InputError',
            'Unavailable', 'iter_jsonl', 'read_jsonl', 'Map', 'Seq', 'load_yaml', 'atomic_write_text',
-           'atomic_write_json', 'atomic_dir', 'read_records', 'RecordStore', 'Busy', 'exclusive', 'check_run_config',
-           'claim_run_dir', 'NonFiniteError', 'check_finite', 'finite_guard', 'checkout_dir', 'bundled_dir',
-           'anthropic_data_dir', 'cache_dir', 'stages_dir', 'content_digest', 'sha256_file', 'file_manifest',
-           'manifest_problems', 'Damaged', 'stage_of', 'check_stage_files', 'Stage', 'write_summary', 'figures_dir',
-           'anthropic_url', 'dev_slice', 'AnthropicDataUnavailable', 'ChecksumMismatch', 'anthropic_cache_dir',
-           'anthropic_source', 'verify_anthropic', 'anthropic_missing', 'fetch_anthropic', 'anthropic_file',
-           'anthropic_files', 'download_anthropic', 'derive_seed', 'set_seed']
+           'atomic_write_json', 'atomic_dir', 'read_records', 'RecordStore', 'Busy', 'lock_holder', 'exclusive',
+           'check_run_config', 'claim_run_dir', 'NonFiniteError', 'check_finite', 'finite_guard', 'checkout_dir',
+           'notebook_checkout', 'jupyter_pre_save_hook', 'bundled_dir', 'anthropic_data_dir', 'cache_dir', 'stages_dir',
+           'content_digest', 'sha256_file', 'file_manifest', 'manifest_problems', 'Damaged', 'stage_of',
+           'check_stage_files', 'Stage', 'write_summary', 'figures_dir', 'anthropic_url', 'dev_slice',
+           'AnthropicDataUnavailable', 'ChecksumMismatch', 'anthropic_cache_dir', 'anthropic_source',
+           'verify_anthropic', 'anthropic_missing', 'fetch_anthropic', 'anthropic_file', 'anthropic_files',
+           'download_anthropic', 'derive_seed', 'set_seed']
 
 # %% ../nbs/artifacts.ipynb #f58e10ae
 class InputError(ValueError):
@@ -221,6 +223,18 @@ class Busy(Unavailable):
 # %% ../nbs/artifacts.ipynb #57efcf40
 _HELD: dict[str, list] = {}  # lock file -> [fd, depth], for re-entry within this process
 
+def _note_holder(lock):
+    "Write this process's PID into the lock file it holds (filelock leaves the file's content alone), for the message."
+    try:
+        with open(lock, "r+") as f: f.write(f"{os.getpid()}\n"); f.truncate()  # never empty for a reader in between
+    except OSError: pass  # Windows: the locked byte cannot be written from another handle; the message says unknown
+
+def lock_holder(lock) -> str:
+    "The PID written in a lock file, or 'unknown'."
+    try: return Path(lock).read_text(errors="replace").strip()[:64] or "unknown"
+    except OSError: return "unknown"
+
+# %% ../nbs/artifacts.ipynb #57efcf42
 @contextlib.contextmanager
 def exclusive(path) -> Iterator[Path]:
     "Hold the one-writer lock of `path` (a directory or a file) for the block; `Busy` if another process holds it."
@@ -232,19 +246,18 @@ def exclusive(path) -> Iterator[Path]:
         try: yield path
         finally: _HELD[lock][1] -= 1
         return
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    held = FileLock(lock)
+    try: held.acquire(timeout=0)
+    except Timeout:
+        raise Busy(f"{path} is being written by another process (PID {lock_holder(lock)}; lock {lock}). Wait for it to "
+                   "finish, or stop it; a rerun then resumes") from None
     try:
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise Busy(f"{path} is being written by another process (PID {holder}; lock {lock}). Wait for it to finish, "
-                       "or stop it; a rerun then resumes") from None
-        os.ftruncate(fd, 0); os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        _HELD[lock] = [fd, 1]
+        _note_holder(lock)
+        _HELD[lock] = [held, 1]
         try: yield path
         finally: del _HELD[lock]
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        held.release()  # the OS also releases it when the process dies: a stale lock file never blocks
 
 # %% ../nbs/artifacts.ipynb #6d4922f7
 def check_run_config(out, config: dict) -> bool:
@@ -311,9 +324,49 @@ def checkout_dir() -> Path | None:
     root = Path(cai_repro.__file__).resolve().parent.parent
     return root if (root / "settings.ini").is_file() and (root / "nbs").is_dir() else None
 
+# %% ../nbs/artifacts.ipynb #b5c1a0e2
+@functools.lru_cache(maxsize=8)
+def _checkout_cleaner(root: str):
+    "The `.ci/nbclean.py` module of the checkout at `root`."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"cai_repro_nbclean_{abs(hash(root))}", Path(root) / ".ci" / "nbclean.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+def notebook_checkout(path) -> Path | None:
+    "The cai-repro checkout whose source notebooks (`nbs/`, not in a `_` or `.` folder) hold the notebook `path`, or None."
+    import configparser
+    p = Path(path).resolve()
+    for root in p.parents:
+        if not (root / "settings.ini").is_file(): continue
+        cfg = configparser.ConfigParser(delimiters=["="], interpolation=None)
+        try: cfg.read(root / "settings.ini", encoding="utf-8")
+        except configparser.Error: return None
+        d = cfg["DEFAULT"]
+        if d.get("lib_name") != "cai-repro" or not (root / ".ci" / "nbclean.py").is_file(): return None
+        try: rel = p.relative_to(root / d.get("nbs_path", "nbs"))
+        except ValueError: return None
+        return None if any(part.startswith(("_", ".")) for part in rel.parent.parts) else root
+    return None
+
+# %% ../nbs/artifacts.ipynb #b5c1a0e5
+def jupyter_pre_save_hook(model, path, contents_manager=None, **kwargs):
+    "A Jupyter pre-save hook: a source notebook of a cai-repro checkout is saved in its committed form; others as they are."
+    if model.get("type") != "notebook" or model.get("content", {}).get("nbformat") != 4: return
+    root = getattr(contents_manager, "root_dir", None)
+    checkout = notebook_checkout(Path(root or ".") / path.strip("/"))
+    if checkout is not None: _checkout_cleaner(str(checkout)).clean(model["content"])
+
+def _jupyter_server_extension_points(): return [{"module": "cai_repro.artifacts"}]
+
+def _load_jupyter_server_extension(serverapp):
+    "Jupyter server extension entry point: register `jupyter_pre_save_hook` with the server's contents manager."
+    serverapp.contents_manager.register_pre_save_hook(jupyter_pre_save_hook)
+
 # %% ../nbs/artifacts.ipynb #be2bc994
 BUNDLED = {"constitutions": "constitutions", "profiles": "profiles", "prompts": "data/prompts",
-           "refusals": "data/refusals", "nbs": "nbs"}
+           "refusals": "data/refusals", "nbs": "nbs", "accelerate": "accelerate"}
 
 # %% ../nbs/artifacts.ipynb #b223a0ef
 def bundled_dir(kind: str) -> Path:
@@ -444,13 +497,15 @@ class Stage:
                 return self.dir
             self.set_aside(bad)
         self.dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.dir.parent / f".{self.name}-{self.key}.lock", "a+") as lock:
-            try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:  # another process builds this stage: wait for it, then use its result
-                lock.seek(0)
-                print(f"{self.name}: waiting for process {lock.read().strip() or '?'}, which is building it", flush=True)
-                fcntl.flock(lock, fcntl.LOCK_EX)
-            lock.seek(0); lock.truncate(); lock.write(f"{os.getpid()}\n"); lock.flush()
+        lock_path = self.dir.parent / f".{self.name}-{self.key}.lock"
+        with contextlib.ExitStack() as held:
+            lock = FileLock(lock_path)
+            try: lock.acquire(timeout=0)
+            except Timeout:  # another process builds this stage: wait for it, then use its result
+                print(f"{self.name}: waiting for process {lock_holder(lock_path)}, which is building it", flush=True)
+                lock.acquire()
+            held.callback(lock.release)
+            _note_holder(lock_path)
             if self.done: return self.dir  # another process finished it while we waited
             resumed = self.work.exists()
             if verbose: print(f"{self.name}: {'resuming' if resumed else 'building'} in {self.work}")

@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .artifacts import InputError, NonFiniteError, Unavailable
+from .artifacts import InputError, NonFiniteError, Unavailable, bundled_dir
 from .config import (CompareSettings, CritiqueRevisionSettings, DPOSettings, EngineSettings, EvalSettings, FeedbackSettings,
                               HHHEvalSettings, Params, PMSettings, RLSettings, RunSettings, SFTSettings, add_settings_arguments,
                               load_params, report_to_arg, settings_from_args)
@@ -19,10 +19,11 @@ from .distributed import is_main, local_device, lock_on_main, main_first, sharde
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RENDER_KINDS', 'command', 'run_arguments', 'model_from_args', 'format_from_args', 'build_parser', 'main',
-           'constitution_diff', 'constitution_check', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd',
-           'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd',
-           'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'dpo_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
-           'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'export_cmd', 'compare_cmd']
+           'constitution_diff', 'constitution_check', 'accelerate_config_cmd', 'generate_cmd', 'render_prompt',
+           'render_cmd', 'serve_cmd', 'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd',
+           'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'dpo_cmd',
+           'eval_mc_cmd', 'eval_compare_cmd', 'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'export_cmd',
+           'compare_cmd']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -139,6 +140,26 @@ def _constitution_parser(sub, P):
     dif.add_argument("b", help="the edited one")
     dif.add_argument("--json", action="store_true", help="print one JSON object (`constitution.diff_constitutions`)")
     dif.set_defaults(func=constitution_diff)
+
+# %% ../nbs/cli.ipynb #a7c0c0f1
+def accelerate_config_cmd(args) -> int:
+    "Print the path of a bundled accelerate config (for `accelerate launch --config_file`), or of all of them."
+    d = bundled_dir("accelerate")
+    have = sorted(p.stem for p in d.glob("*.yaml"))
+    if not args.name:
+        for n in have: print(d / f"{n}.yaml")
+        return 0
+    name = args.name.removesuffix(".yaml")
+    if name not in have: raise InputError(args.name, None, f"no such bundled accelerate config (bundled: {', '.join(have)})")
+    print(d / f"{name}.yaml")
+    return 0
+
+@command
+def _accelerate_config_parser(sub, P):
+    a = sub.add_parser("accelerate-config", help="print the path of a bundled accelerate config, for `accelerate launch "
+                       "--config_file` (one-gpu, ddp-8gpu, fsdp-8gpu, zero3-8gpu)")
+    a.add_argument("name", nargs="?", help="a config's name; none: every config's path")
+    a.set_defaults(func=accelerate_config_cmd)
 
 # %% ../nbs/cli.ipynb #2bc8ffac
 def generate_cmd(args) -> int:

@@ -17,11 +17,12 @@ from .artifacts import InputError, Map, bundled_dir, load_yaml
 from .dialogue import TURN_MARKERS
 
 # %% auto #0
-__all__ = ['METHODS', 'SECTIONS', 'opt', 'RunSettings', 'report_to_arg', 'EngineSettings', 'PromptSettings',
-           'CritiqueRevisionSettings', 'SFTSettings', 'AnalysisSettings', 'HHHEvalSettings', 'EvalSettings',
-           'CompareSettings', 'FeedbackSettings', 'PMSettings', 'RLSettings', 'DPOSettings', 'EvaluationSettings',
-           'WorkbenchSettings', 'Params', 'settings_record', 'check_value', 'closest', 'settings_from', 'profile_path',
-           'params_from', 'load_params', 'banner', 'add_settings_arguments', 'settings_from_args']
+__all__ = ['LORA_TARGETS_HELP', 'METHODS', 'SECTIONS', 'opt', 'lora_target_modules', 'RunSettings', 'report_to_arg',
+           'EngineSettings', 'PromptSettings', 'CritiqueRevisionSettings', 'SFTSettings', 'AnalysisSettings',
+           'HHHEvalSettings', 'EvalSettings', 'CompareSettings', 'FeedbackSettings', 'PMSettings', 'RLSettings',
+           'DPOSettings', 'EvaluationSettings', 'WorkbenchSettings', 'Params', 'settings_record', 'check_value',
+           'closest', 'settings_from', 'profile_path', 'params_from', 'load_params', 'banner', 'add_settings_arguments',
+           'settings_from_args']
 
 # %% ../nbs/config.ipynb #31f18c58
 def opt(default, help: str, *, min=None, max=None, choices=None):
@@ -29,10 +30,26 @@ def opt(default, help: str, *, min=None, max=None, choices=None):
     return field(default=default, metadata={"help": help, "min": min, "max": max, "choices": choices})
 
 # %% ../nbs/config.ipynb #f0766277
+LORA_TARGETS_HELP = ("the modules LoRA adapts: all-linear (every linear layer but the output head, as peft resolves it "
+                     "for the model's architecture) or module names, e.g. q_proj,v_proj (Llama, Gemma) or c_attn (GPT-2)")
+
+# %% ../nbs/config.ipynb #f0766279
+def lora_target_modules(targets) -> str | list[str]:
+    "A `lora_targets` setting as peft's `LoraConfig(target_modules=...)` takes it."
+    targets = (targets,) if isinstance(targets, str) else tuple(targets)
+    return "all-linear" if targets == ("all-linear",) else list(targets)
+
+# %% ../nbs/config.ipynb #f076627b
 @dataclass(frozen=True)
 class RunSettings:
     "What every stage of a run shares."
-    model: str = opt("gemma-3-270m", "model spec: gemma-3-270m (embedded), tiny-random (tests), a directory or a Hub id")
+    model: str = opt("gemma-3-270m", "model spec: gemma-3-270m (embedded), tiny-random (tests), a directory or a Hub id "
+                     "(org/name@revision pins one)")
+    revision: str = opt("", "pin a Hub model to a branch, tag or commit (a commit keeps the stage cache valid when the "
+                        "repository changes); it is passed to from_pretrained and is part of every stage key")
+    attn_implementation: str = opt("", "attention kernel passed to from_pretrained: eager, sdpa, flex_attention, "
+                                   "flash_attention_2 (CUDA and flash-attn only); empty: transformers' default")
+    quantize: str = opt("none", "load the weights in 8bit or 4bit with bitsandbytes (CUDA only)", choices=("none", "8bit", "4bit"))
     dtype: str = opt("auto", "precision of sampling and scoring: auto (bfloat16 where the hardware runs it natively), "
                      "float32 or bfloat16", choices=("auto", "float32", "bfloat16"))
     seed: int = opt(0, "the run's seed; every random choice derives from it", min=0)
@@ -111,6 +128,7 @@ class SFTSettings:
     batch_size: int = opt(4, "examples per step", min=1)
     lora_r: int = opt(8, "LoRA rank", min=1)
     lora_alpha: int = opt(16, "LoRA alpha", min=1)
+    lora_targets: tuple[str, ...] = opt(("all-linear",), LORA_TARGETS_HELP)
     full: bool = opt(False, "full fine-tuning instead of LoRA")
     max_length: int = opt(512, "tokens per example", min=8)
 
@@ -247,6 +265,7 @@ class PMSettings:
     full: bool = opt(False, "full fine-tuning instead of LoRA")
     lora_r: int = opt(8, "LoRA rank", min=1)
     lora_alpha: int = opt(16, "LoRA alpha", min=1)
+    lora_targets: tuple[str, ...] = opt(("all-linear",), LORA_TARGETS_HELP)
     helpful_tokens: int = opt(64, "answer length for the bundled stand-in", min=1)
     save_steps: int = opt(10, "checkpoint interval, for resuming (with early stopping: every evaluation)", min=1)
 
@@ -283,6 +302,7 @@ class RLSettings:
     rloo_k: int = opt(2, "RLOO: samples per prompt (the leave-one-out baseline needs ≥ 2)", min=2)
     lora_r: int = opt(8, "LoRA rank", min=1)
     lora_alpha: int = opt(16, "LoRA alpha", min=1)
+    lora_targets: tuple[str, ...] = opt(("all-linear",), LORA_TARGETS_HELP)
     save_every: int = opt(10, "checkpoint every N steps (and at the end)", min=1)
     samples_per_step: int = opt(4, "rollouts kept per step in samples.jsonl", min=0)
     stop: tuple[str, ...] = opt(TURN_MARKERS, "a response also ends where the model starts a new turn")

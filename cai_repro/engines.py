@@ -151,10 +151,10 @@ def _echoed_logprob(choice, prompt: str, cont: str, server: str) -> float:
 # %% ../nbs/00c_engines.ipynb #de5b9d42
 def load_engine(settings: EngineSettings, spec: str, dtype="float32", seed: int = 0):
     "(model, tok) for sampling and scoring with `spec`: the model in this process, or an `OpenAIEngine` and the tokenizer."
-    from cai_repro.models import load_model_cached, load_tokenizer
+    from cai_repro.models import load_model_cached, load_tokenizer, split_revision
     if settings.engine == "local": return load_model_cached(spec, dtype=dtype, seed=seed)
     tok = load_tokenizer(spec)
-    return OpenAIEngine(settings, spec, tok), tok
+    return OpenAIEngine(settings, split_revision(spec)[0], tok), tok  # a server serves a model by its name, not `@rev`
 
 # %% ../nbs/00c_engines.ipynb #30bae71d
 def serve_command(port: int, host: str = "127.0.0.1", gguf: str | None = None, n_ctx: int = 4096, scoring: bool = True) -> list[str]:

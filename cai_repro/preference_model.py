@@ -25,7 +25,7 @@ from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from .artifacts import (InputError, Unavailable, atomic_write_json, atomic_write_text, derive_seed, finite_guard,
                                  iter_jsonl, read_jsonl)
-from .config import PMSettings, report_to_arg
+from .config import PMSettings, lora_target_modules, report_to_arg
 from .dialogue import PAPER, DialogueFormat, first_human_turn
 from .distributed import gathered_model, is_main, main_first
 from .models import load_model, model_fingerprint, resolve_dtype
@@ -359,7 +359,7 @@ def train_pm(model_spec: str, comparisons: Sequence[dict], checkpoint_dir, pm: P
     ds, _ = pm_dataset(comparisons, tok, s.max_length)
     ckpt = Path(checkpoint_dir)
     lora = None if s.full else LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, task_type="SEQ_CLS",
-                                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], modules_to_save=["score"])
+                                             target_modules=lora_target_modules(s.lora_targets), modules_to_save=["score"])
     es = dict(eval_strategy="steps", eval_steps=every, eval_on_start=True, per_device_eval_batch_size=s.batch_size,
               load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False) if stop else {}
     with warnings.catch_warnings():  # TRL's config still sets transformers' deprecated `gradient_checkpointing` alias

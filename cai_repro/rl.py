@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .artifacts import (NonFiniteError, RecordStore, atomic_dir, atomic_write_text, check_finite, derive_seed,
                                  finite_guard, read_jsonl, read_records)
-from .config import RLSettings, report_to_arg, settings_record
+from .config import RLSettings, lora_target_modules, report_to_arg, settings_record
 from .dialogue import PAPER, DialogueFormat
 from .distributed import claim_on_main, is_main, save_trained
 from .models import PerRowSampler, StopOnStrings, cut_at_stops, final_logits, left_pad
@@ -245,10 +245,10 @@ def ppo_losses(logprobs, old_logprobs, advantages, values, old_values, returns, 
 RewardFn = Callable[[list, list], list]  # (requests, responses) -> one float per response
 
 def lora_config(s: RLSettings):
-    "The policy's LoRA adapter: attention projections, no dropout (so that old and new log-probs agree)."
+    "The policy's LoRA adapter: the modules `s.lora_targets` names (default: every linear layer), no dropout (so that old and new log-probs agree)."
     from peft import LoraConfig
     return LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+                      target_modules=lora_target_modules(s.lora_targets))
 
 def _mean(xs):
     xs = [float(x) for x in xs]

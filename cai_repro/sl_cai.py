@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from .artifacts import RecordStore, atomic_write_json, derive_seed, exclusive, finite_guard
-from .config import SFTSettings, report_to_arg
+from .config import SFTSettings, lora_target_modules, report_to_arg
 from .dialogue import PAPER, DialogueFormat
 from .distributed import lock_on_main, save_trained, world
 from .models import generate, load_model
@@ -87,7 +87,7 @@ def train_sft(model_spec: str, examples: Sequence[dict], out_dir, sft: SFTSettin
                      disable_tqdm=False, gradient_checkpointing=False,  # TRL defaults it on: a second forward per step
                      logging_nan_inf_filter=False)  # a NaN loss must reach the guard, not be averaged away
     lora = None if sft.full else LoraConfig(r=sft.lora_r, lora_alpha=sft.lora_alpha, lora_dropout=0.0,
-                                                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+                                                     target_modules=lora_target_modules(sft.lora_targets), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=lora,
                          callbacks=[finite_guard()])
     with lock_on_main(out_dir):  # under a launcher, the main process holds the lock

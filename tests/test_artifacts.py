@@ -1,4 +1,5 @@
 import json
+import os
 import warnings
 
 import pytest
@@ -96,3 +97,20 @@ def test_bundled_dirs_are_the_checkouts():
         assert bundled_dir(kind) == root / sub and bundled_dir(kind).is_dir(), kind
     with pytest.raises(KeyError, match="no bundled data"):
         bundled_dir("models")
+
+
+def test_a_stale_lock_file_never_blocks(tmp_path):
+    "A lock file left by a process that died (it names a dead PID) is free: `exclusive` and `Stage.run` take it at once."
+    import subprocess
+    import sys
+    from cai_repro.artifacts import Stage, exclusive
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    out = tmp_path / "run"
+    (tmp_path / ".run.lock").write_text(f"{dead}\n")
+    with exclusive(out):
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())  # the holder's PID, for a waiter's message
+    stage = Stage("demo", {"x": 1}, root=tmp_path / "stages")
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / f".demo-{stage.key}.lock").write_text(f"{dead}\n")
+    built = stage.run(lambda work: (work / "out.txt").write_text("ok"), verbose=False)
+    assert (built / "out.txt").read_text() == "ok"

@@ -261,3 +261,61 @@ def test_git_filter_drops_what_running_cells_adds():
                          capture_output=True, text=True, check=True)
     assert run.stdout == committed
     assert "filter=cai-nbclean" in (ROOT / ".gitattributes").read_text()
+
+
+ENV_CONFIG = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "cai_repro.artifacts.json"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (a real browser runs JupyterLab)")
+def test_plain_jupyter_lab_saves_a_notebook_as_committed(tmp_path):
+    """`jupyter lab` as a user types it (no --config), in a real headless browser, on a copy of the checkout: Lab's
+    autosave (set to 5 s here instead of 120 s) writes the opened notebook, and the bytes stay as committed, because the
+    install enabled the server extension `cai_repro.artifacts` in this environment's Jupyter config."""
+    assert ENV_CONFIG.is_file(), f"{ENV_CONFIG} is missing: `make install` puts it there (an editable pip install does not)"
+    root = tmp_path / "checkout"
+    (root / ".ci").mkdir(parents=True)
+    shutil.copytree(ROOT / "nbs", root / "nbs", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    for f in ("settings.ini", ".ci/nbclean.py"): shutil.copy2(ROOT / f, root / f)
+    name = "05_sl_cai_analysis.ipynb"
+    committed = (root / "nbs" / name).read_bytes()
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosaveInterval": 5}))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+           "IPYTHONDIR": str(tmp_path / "ipython"), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if os.environ.get("PYTHONPATH"):  # the server runs in the copy: keep a relative PYTHONPATH pointing where it did
+        env["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p)
+    log_path = tmp_path / "lab.log"
+    with log_path.open("w") as log:
+        lab = subprocess.Popen([str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--allow-root",
+                                "--ip=127.0.0.1", f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}"],
+                               cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=5)
+                    break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    time.sleep(0.5)
+            browser = subprocess.Popen(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                                        f"--user-data-dir={tmp_path / 'chromium'}",
+                                        f"http://127.0.0.1:{port}/lab/tree/nbs/{name}?token={token}"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                saving = f"Saving file at /nbs/{name}"
+                deadline = time.monotonic() + 120
+                while saving not in log_path.read_text(errors="replace") and time.monotonic() < deadline: time.sleep(1)
+                time.sleep(8)  # and one more autosave
+            finally:
+                browser.terminate()
+                browser.wait(timeout=30)
+        finally:
+            lab.terminate()
+            lab.wait(timeout=60)
+    text = log_path.read_text(errors="replace")
+    assert "cai_repro.artifacts | extension was successfully loaded" in text, text[-3000:]
+    assert saving in text, f"Lab never saved {name}:\n{text[-3000:]}"
+    assert (root / "nbs" / name).read_bytes() == committed, "the save changed the notebook"
