@@ -368,7 +368,7 @@ class WorkbenchSettings:
     prompts: str = opt("clinical", "the prompts both answer (a prompt spec; `constitution:NAME` names a set of the edited one)")
     n_prompts: int = opt(12, "prompts drawn from `prompts`, balanced over categories", min=1)
     revisions: int = opt(2, "critique → revision steps per prompt under each constitution", min=1)
-    n_pairs: int | None = opt(24, "comparisons of the run's labels stage labelled again under both constitutions (none: all)", min=1)
+    n_pairs: int | None = opt(24, "pairs of the run's pairs stage (06) labelled under both constitutions (none: all)", min=1)
     bootstrap: int = opt(1000, "bootstrap resamples for the paired intervals", min=10)
 
 # %% ../nbs/config.ipynb #f1778a09
