@@ -19,10 +19,11 @@ from .distributed import is_main, local_device, lock_on_main, main_first, sharde
 
 # %% auto #0
 __all__ = ['COMMANDS', 'RENDER_KINDS', 'command', 'run_arguments', 'model_from_args', 'format_from_args', 'build_parser', 'main',
-           'constitution_check', 'accelerate_config_cmd', 'generate_cmd', 'render_prompt', 'render_cmd', 'serve_cmd',
-           'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd', 'critique_revise_cmd', 'sft_cmd',
-           'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'dpo_cmd', 'eval_mc_cmd', 'eval_compare_cmd',
-           'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'export_cmd']
+           'constitution_diff', 'constitution_check', 'accelerate_config_cmd', 'generate_cmd', 'render_prompt',
+           'render_cmd', 'serve_cmd', 'prompts_check', 'prompts_generate', 'reproduce_cmd', 'record_cmd',
+           'critique_revise_cmd', 'sft_cmd', 'pm_train_cmd', 'pm_eval_cmd', 'monitor_cmd', 'rl_cmd', 'dpo_cmd',
+           'eval_mc_cmd', 'eval_compare_cmd', 'eval_download_cmd', 'pairs_cmd', 'label_cmd', 'export_cmd',
+           'compare_cmd']
 
 # %% ../nbs/cli.ipynb #01951867
 COMMANDS = []  # functions that each add one subcommand to the parser, in the order of this notebook
@@ -105,6 +106,15 @@ def main(argv=None) -> int:
         print("cai-repro: interrupted; finished work is kept, and rerunning the same command resumes", file=sys.stderr)
         return 130
 
+# %% ../nbs/cli.ipynb #f280f483
+def constitution_diff(args) -> int:
+    "Print what changed from constitution A to B, principle by principle (exit 0 whether or not they differ)."
+    from cai_repro.constitution import diff_constitutions, format_diff, load_constitution
+    a, b = load_constitution(args.a), load_constitution(args.b)
+    d = diff_constitutions(a, b)
+    print(json.dumps(d, ensure_ascii=False) if args.json else format_diff(d))
+    return 0
+
 # %% ../nbs/cli.ipynb #2299be21
 def constitution_check(args) -> int:
     "Validate a constitution file (ours or Anthropic's) and print a summary."
@@ -119,6 +129,7 @@ def constitution_check(args) -> int:
           f"{s['few_shot']} few-shot demonstrations")
     for p in c.critique_revision: print(f"  critique/revision [{p.id}] {p.critique_request[:90]}")
     for p in c.feedback: print(f"  feedback [{p.id}] {p.principle[:90]}")
+    for name, spec in c.prompt_sets: print(f"  prompt set [{name}] {spec}")
     return 0
 
 @command
@@ -128,6 +139,12 @@ def _constitution_parser(sub, P):
     chk.add_argument("path", help="a YAML/JSON file, a directory of Anthropic's JSON files, or a bundled name (default, medical)")
     chk.add_argument("--json", action="store_true", help="print one JSON object with the counts")
     chk.set_defaults(func=constitution_check)
+    dif = c.add_parser("diff", help="what changed from constitution A to B: principles added, removed, reworded (with the "
+                                    "words), reordered; few-shot demonstrations, prompt sets and top-level fields")
+    dif.add_argument("a", help="the original: a file or a bundled name")
+    dif.add_argument("b", help="the edited one")
+    dif.add_argument("--json", action="store_true", help="print one JSON object (`constitution.diff_constitutions`)")
+    dif.set_defaults(func=constitution_diff)
 
 # %% ../nbs/cli.ipynb #a7c0c0f1
 def accelerate_config_cmd(args) -> int:
@@ -250,8 +267,10 @@ def _serve_parser(sub, P):
 # %% ../nbs/cli.ipynb #69ddb450
 def prompts_check(args) -> int:
     "Validate a prompt file (or a bundled set) and summarise it."
+    from cai_repro.constitution import load_constitution
     from cai_repro.prompts import load_prompts, prompts_summary
-    s = prompts_summary(load_prompts(args.spec))
+    c = load_constitution(args.constitution) if args.spec.startswith("constitution:") else None
+    s = prompts_summary(load_prompts(args.spec, constitution=c))
     print(json.dumps(s) if args.json else f"{args.spec}: {s['n']} prompts ({s['harmful']} harmful) in "
           f"{len(s['categories'])} categories: " + ", ".join(f"{k} {v}" for k, v in s["categories"].items()))
     return 0
@@ -271,7 +290,9 @@ def prompts_generate(args) -> int:
 def _prompts_parser(sub, P):
     p = sub.add_parser("prompts", help="check or generate red-team prompt sets").add_subparsers(dest="action", required=True, metavar="ACTION")
     c = p.add_parser("check", help="validate a prompt file and count its categories")
-    c.add_argument("spec", help="a JSONL file of {prompt, category}, or a bundled set: red-team, helpful, all")
+    c.add_argument("spec", help="a JSONL file of {prompt, category}, a bundled set (red-team, helpful, clinical, all), or "
+                                "constitution:NAME (a set the --constitution names)")
+    c.add_argument("--constitution", default=P.run.constitution, help=f"for constitution:NAME (default: {P.run.constitution})")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=prompts_check)
     g = p.add_parser("generate", help="generate new red-team prompts few-shot, as the paper did for most of its prompts")
@@ -766,3 +787,31 @@ def _export_parser(sub, P):
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload to the Hub as REPO-<part> (user/name; token from HF_TOKEN)")
     p.add_argument("--public", action="store_true", help="make the Hub repositories public (default: private)")
     p.set_defaults(func=export_cmd)
+
+# %% ../nbs/cli.ipynb #76b1f99a
+def compare_cmd(args) -> int:
+    "Compare two runs' stages: what changed in the revisions, labels, scores, PM audit and refusals."
+    from cai_repro.workbench import compare_runs, format_compare, plot_compare, run_scorer, run_stages
+    scorer = run_scorer(run_stages(args.run_a, args.stages)) if args.score else None
+    d = compare_runs(args.run_a, args.run_b, args.stages, scorer=scorer, n_boot=args.bootstrap, seed=args.seed)
+    if args.out:
+        from cai_repro.artifacts import atomic_write_json
+        d["figures"] = [str(p) for p in plot_compare(d, args.out)]
+        atomic_write_json(Path(args.out) / "compare.json", d)
+    print(json.dumps(d, ensure_ascii=False) if args.json else format_compare(d, show=args.show))
+    return 0
+
+@command
+def _compare_parser(sub, P):
+    p = sub.add_parser("compare", help="compare two runs that share prompts: revisions, labels, scores, PM audit, refusals by category")
+    p.add_argument("run_a", help="a `cai-repro reproduce` run directory (e.g. runs/cpu)")
+    p.add_argument("run_b", help="another, e.g. the same profile with an edited constitution")
+    p.add_argument("--stages", help="the stage cache the runs used (default: CAI_REPRO_STAGES or the cache folder)")
+    p.add_argument("--score", action=argparse.BooleanOptionalAction, default=True,
+                   help="score both runs' final revisions with run A's harmlessness scorer (loads its model)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="also write compare.json and the figures into this folder")
+    p.add_argument("--show", type=int, default=5, help="examples shown per section (default: 5)")
+    p.add_argument("--bootstrap", type=int, default=P.workbench.bootstrap, help=f"bootstrap resamples (default: {P.workbench.bootstrap})")
+    p.add_argument("--seed", type=int, default=P.run.seed, help=f"seed of the bootstrap (default: {P.run.seed})")
+    p.set_defaults(func=compare_cmd)

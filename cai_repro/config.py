@@ -20,8 +20,9 @@ from .dialogue import TURN_MARKERS
 __all__ = ['LORA_TARGETS_HELP', 'METHODS', 'SECTIONS', 'opt', 'lora_target_modules', 'RunSettings', 'report_to_arg',
            'EngineSettings', 'PromptSettings', 'CritiqueRevisionSettings', 'SFTSettings', 'AnalysisSettings',
            'HHHEvalSettings', 'EvalSettings', 'CompareSettings', 'FeedbackSettings', 'PMSettings', 'RLSettings',
-           'DPOSettings', 'EvaluationSettings', 'Params', 'settings_record', 'check_value', 'closest', 'settings_from',
-           'profile_path', 'params_from', 'load_params', 'banner', 'add_settings_arguments', 'settings_from_args']
+           'DPOSettings', 'EvaluationSettings', 'WorkbenchSettings', 'Params', 'settings_record', 'check_value',
+           'closest', 'settings_from', 'profile_path', 'params_from', 'load_params', 'banner', 'add_settings_arguments',
+           'settings_from_args']
 
 # %% ../nbs/config.ipynb #31f18c58
 def opt(default, help: str, *, min=None, max=None, choices=None):
@@ -360,6 +361,17 @@ class EvaluationSettings:
     helpful_description: str = opt("The assistant below gives helpful, specific and informative answers.",
                                    "the preamble that scores helpfulness")
 
+# %% ../nbs/config.ipynb #95ed87e1
+@dataclass(frozen=True)
+class WorkbenchSettings:
+    "The constitution workbench (`11_constitution_workbench`): the run's constitution against an edited one, on one prompt set."
+    constitution: str = opt("medical", "the edited constitution compared with the run's (a bundled name or a path)")
+    prompts: str = opt("clinical", "the prompts both answer (a prompt spec; `constitution:NAME` names a set of the edited one)")
+    n_prompts: int = opt(12, "prompts drawn from `prompts`, balanced over categories", min=1)
+    revisions: int = opt(2, "critique → revision steps per prompt under each constitution", min=1)
+    n_pairs: int | None = opt(24, "pairs of the run's pairs stage (06) labelled under both constitutions (none: all)", min=1)
+    bootstrap: int = opt(1000, "bootstrap resamples for the paired intervals", min=10)
+
 # %% ../nbs/config.ipynb #f1778a09
 @dataclass(frozen=True)
 class Params:
@@ -376,6 +388,7 @@ class Params:
     rl: RLSettings = RLSettings()
     dpo: DPOSettings = DPOSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
+    workbench: WorkbenchSettings = WorkbenchSettings()
     name: str = "defaults"       # the profile's name
     source: str = ""             # the profile's file
     description: str = ""

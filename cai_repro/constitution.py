@@ -5,10 +5,11 @@
 # %% ../nbs/01_constitution.ipynb #40a4dd19
 from __future__ import annotations
 
+import difflib
 import json
 import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +20,8 @@ from .dialogue import Turn, parse_dialogue, render_conversation
 
 # %% auto #0
 __all__ = ['CritiqueRevisionPrinciple', 'FeedbackPrinciple', 'CritiqueRevisionExample', 'FeedbackExample', 'FewShot',
-           'Constitution', 'resolve_constitution', 'load_constitution']
+           'Constitution', 'resolve_constitution', 'load_constitution', 'word_changes', 'diff_constitutions',
+           'format_diff']
 
 # %% ../nbs/01_constitution.ipynb #724ff138
 @dataclass(frozen=True)
@@ -78,12 +80,21 @@ class Constitution:
     version: str = ""
     description: str = ""
     source: str = ""
+    prompt_sets: tuple[tuple[str, str], ...] = ()  # (name, prompt spec): the prompt sets it names (`prompts:` in YAML)
     contrast_preamble: str | None = None  # a feedback principle's id, or the preamble's text (see `preamble`)
 
     def summary(self) -> dict:
         "Counts, as printed by `cai-repro constitution check --json`."
         return {"name": self.name, "critique_revision": len(self.critique_revision),
                 "feedback": len(self.feedback), "few_shot": len(self.few_shot)}
+
+    def prompt_set(self, name: str) -> str:
+        "The prompt spec (a bundled set's name or a JSONL file) of the prompt set `name` this constitution names."
+        sets = dict(self.prompt_sets)
+        if name not in sets:
+            raise InputError(self.source or self.name, None, f"names no prompt set {name!r} "
+                             f"(it names: {', '.join(sets) or 'none; add a `prompts:` mapping'})")
+        return sets[name]
 
     def first_k(self, k: int) -> "Constitution":
         "The same constitution restricted to its first `k` critique/revision and feedback principles."
@@ -176,7 +187,7 @@ def _constitution_from_yaml(path: Path) -> Constitution:
     c, doc = _Checker(path), load_yaml(path)
     if doc is None: raise InputError(path, 1, "the file is empty")
     c.mapping(doc, "the constitution", required=("name", "critique_revision", "feedback"),
-              optional=("version", "description", "few_shot", "contrast_preamble"))
+              optional=("version", "description", "few_shot", "contrast_preamble", "prompts"))
     cr = c.items(doc, "critique_revision", "the constitution", optional=False)
     if not cr: c.fail(doc, "critique_revision", "'critique_revision' needs at least one principle")
     crs = []
@@ -195,7 +206,8 @@ def _constitution_from_yaml(path: Path) -> Constitution:
     preamble = _contrast_preamble(c, doc, fbs)
     return Constitution(name=c.text(doc, "name", "the constitution"), critique_revision=tuple(crs), feedback=tuple(fbs),
                         few_shot=_few_shot_from_yaml(c, doc.get("few_shot") or Map()), version=str(doc.get("version", "")),
-                        description=(doc.get("description") or "").strip(), source=str(path), contrast_preamble=preamble)
+                        description=(doc.get("description") or "").strip(), source=str(path), contrast_preamble=preamble,
+                        prompt_sets=_prompt_sets_from_yaml(c, doc, path))
 
 def _contrast_preamble(c: _Checker, doc, fbs: Sequence[FeedbackPrinciple]) -> str | None:
     "`contrast_preamble`: a feedback principle's id (one with a description) or a sentence; absent: None."
@@ -208,6 +220,25 @@ def _contrast_preamble(c: _Checker, doc, fbs: Sequence[FeedbackPrinciple]) -> st
         c.fail(doc, "contrast_preamble", f"'contrast_preamble' names no feedback principle ({v!r}; ids: "
                                          f"{', '.join(p.id for p in fbs)}); give an id or the preamble's sentence")
     return v
+
+def _prompt_sets_from_yaml(c: _Checker, doc, path: Path) -> tuple[tuple[str, str], ...]:
+    "`prompts:` maps a set's name to a bundled prompt set (by name) or a JSONL file (relative to the constitution's folder)."
+    node = doc.get("prompts")
+    if node is None: return ()
+    if not isinstance(node, dict): c.fail(doc, "prompts", "'prompts' must be a mapping of set names to prompt sets")
+    bundled = sorted({f.stem.replace("_", "-") for f in bundled_dir("prompts").glob("*.jsonl")} | {"all", "hh-rlhf"})
+    out = []
+    for name, spec in node.items():
+        if not isinstance(spec, str) or not spec.strip(): c.fail(node, name, f"prompts: {name!r} must name a prompt set")
+        spec = spec.strip()
+        if spec not in bundled:
+            f = (Path(path).parent / spec).expanduser()
+            if not f.is_file():
+                c.fail(node, name, f"prompts: {name!r}: {spec!r} is neither a bundled prompt set ({', '.join(bundled)}) "
+                                   f"nor a file (relative to {Path(path).parent})")
+            spec = str(f.resolve())
+        out.append((str(name), spec))
+    return tuple(out)
 
 def _few_shot_from_yaml(c: _Checker, fs) -> FewShot:
     c.mapping(fs, "few_shot", optional=("dialogue", "critique_revision", "feedback"))
@@ -322,3 +353,86 @@ def load_constitution(path_or_name="default") -> Constitution:
         return _merge(path.name, [_constitution_from_anthropic(f) for f in files], str(path))
     if path.suffix.lower() == ".json": return _constitution_from_anthropic(path)
     return _constitution_from_yaml(path)
+
+# %% ../nbs/01_constitution.ipynb #5dfb067d
+def word_changes(a: str, b: str) -> list[dict]:
+    "The word-level edits that turn text `a` into `b` (`difflib` on whitespace-separated words): `{op, a, b}` each."
+    wa, wb = a.split(), b.split()
+    return [{"op": op, "a": " ".join(wa[i1:i2]), "b": " ".join(wb[j1:j2])}
+            for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, wa, wb, autojunk=False).get_opcodes() if op != "equal"]
+
+# %% ../nbs/01_constitution.ipynb #7de31561
+def _field_changes(a: dict, b: dict) -> dict:
+    "For each field whose value differs: `{a, b}`, plus `words` (`word_changes`) where both are text."
+    out = {}
+    for k in dict.fromkeys([*a, *b]):
+        va, vb = a.get(k), b.get(k)
+        if va == vb: continue
+        out[k] = {"a": va, "b": vb, **({"words": word_changes(va, vb)} if isinstance(va, str) and isinstance(vb, str) else {})}
+    return out
+
+def _principle_changes(section: str, a: Sequence, b: Sequence) -> list[dict]:
+    ia, ib = {p.id: p for p in a}, {p.id: p for p in b}
+    out = [{"section": section, "change": "removed", "id": i, "a": asdict(ia[i])} for i in ia if i not in ib]
+    out += [{"section": section, "change": "added", "id": i, "b": asdict(ib[i])} for i in ib if i not in ia]
+    for i in ia:
+        if i in ib and (f := _field_changes(asdict(ia[i]), asdict(ib[i]))):
+            out.append({"section": section, "change": "reworded", "id": i, "fields": {k: v for k, v in f.items() if k != "id"}})
+    common_a, common_b = [i for i in ia if i in ib], [i for i in ib if i in ia]
+    if common_a != common_b: out.append({"section": section, "change": "reordered", "a": common_a, "b": common_b})
+    return out
+
+def _demo_text(x) -> dict:
+    "A few-shot demonstration as flat text fields (its turns as `Human: ...` lines), for comparison."
+    turns = x if isinstance(x, tuple) and all(isinstance(t, Turn) for t in x) else None
+    if turns is not None: return {"conversation": render_conversation(turns).strip()}
+    d = {k: v for k, v in asdict(x).items() if k not in ("conversation", "responses")}
+    d["conversation"] = render_conversation(x.conversation).strip()
+    if hasattr(x, "responses"): d.update(response_a=x.responses[0], response_b=x.responses[1])
+    return {k: v for k, v in d.items() if v is not None}
+
+def diff_constitutions(a: Constitution, b: Constitution) -> dict:
+    """What changed from constitution `a` to `b`, as a list of `changes`: principles (matched by id within
+    `critique_revision` and `feedback`) `added`, `removed`, `reworded` (each changed field with its word-level edits)
+    or `reordered`; few-shot demonstrations (by position) `added`, `removed` or `changed`; prompt sets (by name); and
+    the top-level fields `name`, `version`, `description`. `same` is True when there is no change."""
+    changes = _principle_changes("critique_revision", a.critique_revision, b.critique_revision)
+    changes += _principle_changes("feedback", a.feedback, b.feedback)
+    for kind in ("dialogue", "critique_revision", "feedback"):
+        da, db = getattr(a.few_shot, kind), getattr(b.few_shot, kind)
+        for k in range(max(len(da), len(db))):
+            section, where = f"few_shot.{kind}", {"id": f"{kind} {k + 1}"}
+            if k >= len(db): changes.append({"section": section, "change": "removed", **where, "a": _demo_text(da[k])})
+            elif k >= len(da): changes.append({"section": section, "change": "added", **where, "b": _demo_text(db[k])})
+            elif (f := _field_changes(_demo_text(da[k]), _demo_text(db[k]))):
+                changes.append({"section": section, "change": "changed", **where, "fields": f})
+    pa, pb = dict(a.prompt_sets), dict(b.prompt_sets)
+    for name in dict.fromkeys([*pa, *pb]):
+        if pa.get(name) != pb.get(name):
+            kind = "added" if name not in pa else "removed" if name not in pb else "changed"
+            changes.append({"section": "prompt_sets", "change": kind, "id": name, "a": pa.get(name), "b": pb.get(name)})
+    for k in ("name", "version", "description"):
+        if (f := _field_changes({k: getattr(a, k)}, {k: getattr(b, k)})):
+            changes.append({"section": "constitution", "change": "changed", "id": k, "fields": f})
+    return {"a": {"name": a.name, "source": a.source, **a.summary()}, "b": {"name": b.name, "source": b.source, **b.summary()},
+            "same": not changes, "n_changes": len(changes), "changes": changes}
+
+# %% ../nbs/01_constitution.ipynb #3872dd2c
+def format_diff(d: dict) -> str:
+    "The text `cai-repro constitution diff` prints: one line per change, then each changed field with its words as [-old-]{+new+}."
+    def words(f):
+        if "words" not in f: return f"{f['a']!r} → {f['b']!r}"
+        return "; ".join(f"[-{w['a']}-]{{+{w['b']}+}}" if w["a"] and w["b"] else f"[-{w['a']}-]" if w["a"] else f"{{+{w['b']}+}}"
+                         for w in f["words"]) or "(whitespace only)"
+    head = f"{d['a']['name']} ({d['a']['source']}) → {d['b']['name']} ({d['b']['source']}): "
+    if d["same"]: return head + "no changes"
+    out = [head + f"{d['n_changes']} change{'s' if d['n_changes'] != 1 else ''}"]
+    for c in d["changes"]:
+        out.append(f"  {c['section']} {('[' + c['id'] + '] ') if c.get('id') else ''}{c['change']}")
+        if c["change"] == "reordered": out.append(f"    order: {', '.join(c['a'])} → {', '.join(c['b'])}")
+        for k, f in c.get("fields", {}).items(): out.append(f"    {k}: {words(f)}")
+        if c["section"] == "prompt_sets": out.append(f"    {c['a']!r} → {c['b']!r}")
+        elif c["change"] in ("added", "removed"):
+            for k, v in (c.get("b") or c.get("a")).items():
+                if k != "id": out.append(f"    {k}: {str(v)[:100]}")
+    return "\n".join(out)

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from .artifacts import InputError, bundled_dir, iter_jsonl, read_jsonl
 from .dialogue import strip_dialogue, strip_response
+from .stats import wilson
 
 # %% auto #0
 __all__ = ['STOPWORDS', 'REFUSAL_PATTERNS', 'REDIRECT', 'AVOIDANCE', 'ngrams', 'CopyMeter', 'text_flags', 'read_responses',
@@ -392,7 +393,7 @@ def monitor_responses(responses: Sequence[dict], stock_n: int = 5, min_prompt_sh
                       top: int = 10, details: bool = False) -> dict:
     """Failure-mode monitors over a set of responses `{"prompt", "response", "category"[, "harmful"]}`: Goodhart
     boilerplate (stock phrases recurring across prompts, distinct-2, repetition, template similarity) and evasiveness
-    (refusals and deflections, by category, harmful and benign apart). `details=True` adds one dict per response."""
+    (refusals and deflections, by category with 95% Wilson intervals, harmful and benign apart). `details=True` adds one dict per response."""
     prompts = [r.get("prompt", "") for r in responses]
     toks = [words(r["response"]) for r in responses]
     grams = [word_ngrams(ws, stock_n) for ws in toks]
@@ -409,7 +410,9 @@ def monitor_responses(responses: Sequence[dict], stock_n: int = 5, min_prompt_sh
     for c in sorted(set(cats)):
         idx = [i for i, x in enumerate(cats) if x == c]
         by_cat[c] = {"n": len(idx), "harmful": _rate(harmful[i] for i in idx), "refusal_rate": _rate(declines[i] for i in idx),
-                     "evasive_rate": _rate(labels[i]["evasive"] for i in idx), "boilerplate_rate": _rate(boiler[i] for i in idx)}
+                     "evasive_rate": _rate(labels[i]["evasive"] for i in idx), "boilerplate_rate": _rate(boiler[i] for i in idx),
+                     "refusal_ci95": list(wilson(sum(declines[i] for i in idx), len(idx))),
+                     "evasive_ci95": list(wilson(sum(labels[i]["evasive"] for i in idx), len(idx)))}
     out = {
         "n": len(responses), "n_prompts": len(set(prompts)),
         "boilerplate_rate": _rate(boiler), "boilerplate_share_mean": _rate(shares),

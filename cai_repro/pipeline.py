@@ -28,7 +28,8 @@ __all__ = ['STAGE_VERSIONS', 'PALMS_MODELS', 'PM_CONTROLS', 'DPO_CONTROLS', 'STA
            'cr_prompts', 'critique_revision', 'cr_ablation', 'helpful_samples', 'sl_cai', 'sl_cai_policy', 'eval_mc',
            'hhh_eval', 'feedback_prompts', 'palms_samples', 'pairs', 'labels', 'pm_inputs', 'build_and_score_pm',
            'preference_model', 'train_pm_into', 'rl_policy_spec', 'rl_pm', 'pm_score_range', 'check_shaping', 'rl',
-           'dpo', 'checkpoints', 'heldout', 'judge_preambles', 'evaluation', 'check_fit', 'plan', 'generation_budget']
+           'dpo', 'checkpoints', 'heldout', 'judge_preambles', 'evaluation', 'check_fit', 'workbench_steps', 'plan',
+           'generation_budget']
 
 # %% ../nbs/pipeline.ipynb #e0f0c954
 STAGE_VERSIONS = {"critique_revision": 2, "rl_cai": 2}  # bump when a code change alters a stage's output
@@ -136,19 +137,21 @@ class Pipeline:
 @Pipeline.method
 def cr_prompts(self) -> list[Prompt]:
     "The main critique → revision run's prompts."
-    return sample_prompts(load_prompts(self.P.cr.prompts), self.P.cr.n_prompts, seed=self.seed)
+    return sample_prompts(load_prompts(self.P.cr.prompts, constitution=self.constitution), self.P.cr.n_prompts, seed=self.seed)
 
 # %% ../nbs/pipeline.ipynb #ed65d5ea
 @Pipeline.method
-def critique_revision(self, prompts: Sequence[Prompt] | None = None, initial_from=None, **overrides) -> Path:
+def critique_revision(self, prompts: Sequence[Prompt] | None = None, initial_from=None, what: str | None = None,
+                      **overrides) -> Path:
     """The directory of a critique → revision run (its `records.jsonl`): the main run, or one with `overrides`, optionally
-    starting from the initial responses of the main run (`initial_from`: its directory, or None while it is not built).
+    starting from the initial responses of the main run (`initial_from`: its directory, or None while it is not built);
+    `what` names it in the plan (default: its overrides).
     The stage is keyed by its chains' keys (`critique_revision.chain_keys`): a constitution edit that no chain drew leaves
     it as it was, and one that some drew recomputes those chains only, copying the rest from the cache."""
     from cai_repro.critique_revision import chain_keys, critique_revise, initial_keys, load_records
     prompts = list(prompts) if prompts is not None else self.cr_prompts()
     settings = replace(self.P.cr, **overrides)
-    what = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "main run"
+    what = what or ", ".join(f"{k}={v}" for k, v in overrides.items()) or "main run"
     identity = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype),
                 "version": STAGE_VERSIONS["critique_revision"], **self.variant}
     # an ablation's initial responses are the main run's: keyed by what they depend on, known before that run is built
@@ -188,7 +191,7 @@ def helpful_samples(self) -> Path:
     from cai_repro.critique_revision import assistant_prefix
     from cai_repro.sl_cai import sample_helpful
     sft = self.P.sft
-    prompts = sample_prompts(load_prompts(sft.helpful_prompts), sft.n_helpful, seed=self.seed)
+    prompts = sample_prompts(load_prompts(sft.helpful_prompts, constitution=self.constitution), sft.n_helpful, seed=self.seed)
     inputs = {"model": model_fingerprint(self.run_spec), "dtype": str(self.dtype),
               "assistant_prefix": assistant_prefix(self.constitution, self.fmt),  # the constitution's part that it reads
               "prompts": [p.to_json() for p in prompts], "tokens": sft.helpful_tokens, "seed": self.seed, **self.variant}
@@ -252,7 +255,7 @@ def hhh_eval(self, name: str) -> tuple[Path, Path]:
 @Pipeline.method
 def feedback_prompts(self) -> list[Prompt]:
     "The red-team prompts whose response pairs are labelled."
-    return sample_prompts(load_prompts(self.P.feedback.prompts), self.P.feedback.n_prompts, seed=self.seed)
+    return sample_prompts(load_prompts(self.P.feedback.prompts, constitution=self.constitution), self.P.feedback.n_prompts, seed=self.seed)
 
 # %% ../nbs/pipeline.ipynb #d7d42b8b
 PALMS_MODELS = ("HRLHF", "HHRLHF", "RLMADISON", "RLMADISON_COT")  # the published models whose PALMS answers make pairs
@@ -554,7 +557,7 @@ def evaluation(self) -> Path:
     return self._stage("evaluation", inputs, build)
 
 # %% ../nbs/pipeline.ipynb #0eeab366
-STAGE_NOTEBOOKS = {"critique_revision": "03, 05", "helpful_samples": "04", "sl_cai": "04", "pairs": "06", "labels": "06", "eval_mc": "06a",
+STAGE_NOTEBOOKS = {"critique_revision": "03, 05, 11", "helpful_samples": "04", "sl_cai": "04", "pairs": "06", "labels": "06", "eval_mc": "06a",
                    "preference_model": "07", "rl_cai": "08", "dpo": "08a", "evaluation": "09"}
 
 # %% ../nbs/pipeline.ipynb #c5f1a001
@@ -577,6 +580,18 @@ def check_fit(P: Params) -> Constitution:
         except InputError as e: raise InputError(path, line_of("contrast_preamble") or line_of("feedback"), f"{where}: {e.problem}") from None
     return c
 
+# %% ../nbs/pipeline.ipynb #c5f1a003
+def workbench_steps(P: Params, pipe: Pipeline, root=None) -> list[tuple]:
+    """The plan's steps for `11_constitution_workbench`: its critique → revision stage under the run's constitution and
+    under the edited one (`P.workbench`), on the same prompts. Their notes go into `pipe`'s plan."""
+    wb = P.workbench
+    other = Pipeline(replace(P, run=replace(P.run, constitution=wb.constitution)), root=root, plan=pipe.planned is not None)
+    other.planned = pipe.planned  # one plan
+    prompts = sample_prompts(load_prompts(wb.prompts, constitution=other.constitution), wb.n_prompts, seed=P.run.seed)
+    return [("critique_revision", f"11 workbench: {p.constitution_path.stem}",
+             functools.partial(p.critique_revision, prompts, what=f"11 workbench: {p.constitution_path.stem}", revisions=wb.revisions))
+            for p in (pipe, other)]
+
 # %% ../nbs/pipeline.ipynb #c537f8c1
 def plan(P: Params, root=None) -> list[dict]:
     """Every stage a run of `P` builds, in order, with its key, its status, and how many of its items the cache holds
@@ -595,6 +610,7 @@ def plan(P: Params, root=None) -> list[dict]:
              ("preference_model", "", pipe.preference_model),
              *[("preference_model", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.preference_model, **o))
                for o in PM_CONTROLS.values()],
+             *workbench_steps(P, pipe, root),
              ("rl_cai", "", pipe.rl), ("dpo", "", pipe.dpo),
              *[("dpo", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.dpo, **o)) for o in DPO_CONTROLS.values()],
              ("evaluation", "", pipe.evaluation)]
@@ -608,7 +624,7 @@ def plan(P: Params, root=None) -> list[dict]:
 # %% ../nbs/pipeline.ipynb #7bcbd133
 def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str, int, int]]:
     "(stage, where it samples, texts sampled, most tokens generated) for every stage of `P` that samples."
-    cr, an, sft, fb, rl, ev, evals = P.cr, P.analysis, P.sft, P.feedback, P.rl, P.evaluation, P.evals
+    cr, an, sft, fb, rl, ev, evals, wb = P.cr, P.analysis, P.sft, P.feedback, P.rl, P.evaluation, P.evals, P.workbench
     engine = P.engine.engine if P.engine.engine == "local" else f"{P.engine.engine} {P.engine.base_url}"
     step = lambda direct: (0 if direct else cr.critique_tokens) + cr.revision_tokens
     n_abl = len({min(k, n_principles) for k in an.principle_counts} - {n_principles})  # K sized to the constitution
@@ -628,4 +644,6 @@ def generation_budget(P: Params, n_principles: int = 16) -> list[tuple[str, str,
              fb.cot * fb.n_prompts * fb.ensemble * (1 + fb.debias) * fb.cot_tokens),
             ("rl_cai", "vllm (TRL)" if rl.use_vllm else "local", rl.steps * rl.batch_size, rl.steps * rl.batch_size * rl.max_new_tokens),
             ("evaluation (answers)", "local", (3 + snapshots) * 2 * (ev.n_harmful + ev.n_benign),
-             (3 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens)]
+             (3 + snapshots) * 2 * (ev.n_harmful + ev.n_benign) * ev.eval_tokens),
+            ("workbench (two constitutions)", engine, 2 * wb.n_prompts * (1 + 2 * wb.revisions),
+             2 * wb.n_prompts * (cr.initial_tokens + wb.revisions * step(False)))]

@@ -69,13 +69,13 @@ def write_prompt_file(path, prompts: Sequence[Prompt]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in prompts))
 
 # %% ../nbs/02_red_team_prompts.ipynb #8d56d94c
-BUNDLED = {"red-team": "red_team.jsonl", "helpful": "helpful.jsonl"}
+BUNDLED = {"red-team": "red_team.jsonl", "helpful": "helpful.jsonl", "clinical": "clinical.jsonl"}
 
 # %% ../nbs/02_red_team_prompts.ipynb #be2172a0
 def bundled_prompts(which: str = "red-team") -> list[Prompt]:
-    "The bundled offline prompts: 'red-team', 'helpful', or 'all'."
-    names = list(BUNDLED) if which == "all" else [which]
-    if any(n not in BUNDLED for n in names): raise ValueError(f"unknown bundled set {which!r}: use red-team, helpful or all")
+    "The bundled offline prompts: 'red-team', 'helpful', 'clinical', or 'all' (red-team and helpful)."
+    names = ["red-team", "helpful"] if which == "all" else [which]
+    if any(n not in BUNDLED for n in names): raise ValueError(f"unknown bundled set {which!r}: use {', '.join(BUNDLED)} or all")
     return [p for n in names for p in read_prompt_file(bundled_dir("prompts") / BUNDLED[n], source=f"bundled:{n}")]
 
 # %% ../nbs/02_red_team_prompts.ipynb #9db7bc61
@@ -113,8 +113,12 @@ def hh_rlhf_red_team(limit: int | None = None) -> list[Prompt]:
     return prompts_from_red_team_rows(ds)[:limit]
 
 # %% ../nbs/02_red_team_prompts.ipynb #1260b1f3
-def load_prompts(spec: str = "red-team", limit: int | None = None) -> list[Prompt]:
-    "Prompts from a spec: 'red-team', 'helpful', 'all', 'hh-rlhf', or a JSONL path."
+def load_prompts(spec: str = "red-team", limit: int | None = None, constitution=None) -> list[Prompt]:
+    """Prompts from a spec: 'red-team', 'helpful', 'clinical', 'all', 'hh-rlhf', a JSONL path, or 'constitution:NAME',
+    the prompt set NAME that `constitution` (a `Constitution`) names."""
+    if spec.startswith("constitution:"):
+        if constitution is None: raise InputError(spec, None, "names a constitution's prompt set, but no constitution was given")
+        return load_prompts(constitution.prompt_set(spec.split(":", 1)[1]), limit)
     if spec in (*BUNDLED, "all"): prompts = bundled_prompts(spec)
     elif spec == "hh-rlhf": prompts = hh_rlhf_red_team(limit)
     else: prompts = read_prompt_file(spec)

@@ -147,7 +147,7 @@ def test_load_params_overrides_sections_and_keys():
         load_params("smoke", cr={"revsions": 3})
     with pytest.raises(KeyError, match="did you mean 'cr'"):
         load_params("smoke", crr={"revisions": 3})
-    assert set(SECTIONS) == {"run", "engine", "prompts", "cr", "sft", "analysis", "evals", "feedback", "pm", "rl", "dpo", "evaluation"}
+    assert set(SECTIONS) == {"run", "engine", "prompts", "cr", "sft", "analysis", "evals", "feedback", "pm", "rl", "dpo", "evaluation", "workbench"}
 
 
 def test_settings_record_leaves_out_the_selection():
