@@ -615,8 +615,10 @@ def plan(P: Params, root=None) -> list[dict]:
              *[("dpo", ", ".join(f"{k}={v}" for k, v in o.items()), functools.partial(pipe.dpo, **o)) for o in DPO_CONTROLS.values()],
              ("evaluation", "", pipe.evaluation)]
     for name, what, call in steps:
+        noted = len(pipe.planned)
         try: call()
-        except Waiting as w: pipe._note(name, what, key=None, status=f"waits for {w}", unit="stage", reused=0, recomputed=1)
+        except Waiting as w:  # (a stage that counted its items before it found its upstream missing has noted itself)
+            if len(pipe.planned) == noted: pipe._note(name, what, key=None, status=f"waits for {w}", unit="stage", reused=0, recomputed=1)
         except Unavailable as e: pipe._note(name, what, key=None, status=f"unavailable: {e}", unit="stage", reused=0, recomputed=0)
     for p in pipe.planned: p["notebook"] = STAGE_NOTEBOOKS.get(p["stage"], "")
     return pipe.planned

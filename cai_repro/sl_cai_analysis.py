@@ -56,12 +56,13 @@ def runs_scores(runs: dict[str, Sequence[dict]], scorer: Scorer) -> dict[str, np
 
 # %% ../nbs/05_sl_cai_analysis.ipynb #7a4ca96e
 def truncate_records(records: Sequence[dict], n: int) -> list[dict]:
-    "The records with only their first `n` critique → revision steps, and the flags of what is left."
+    """The records with only their first `n` critique → revision steps, and the flags of what is left; without their
+    `chain_key`, which named the whole chain."""
     out = []
     for r in records:
         steps = r["steps"][:n]
         flags = set(r["initial_flags"]) | {f for st in steps for f in st["critique_flags"] + st["revision_flags"]}
-        out.append({**r, "steps": steps, "flags": sorted(flags)})
+        out.append({**{k: v for k, v in r.items() if k != "chain_key"}, "steps": steps, "flags": sorted(flags)})
     return out
 
 # %% ../nbs/05_sl_cai_analysis.ipynb #b9cee0d0

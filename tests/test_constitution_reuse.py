@@ -73,7 +73,7 @@ def test_plan_json_counts_reused_and_recomputed_chains(built, tmp_path):
     P, root, original, records, drawn = built
     pid = pick(drawn, len(records))
     copy = reworded_copy(original, tmp_path / "copy.yaml", pid)
-    env = {"CAI_REPRO_STAGES": str(root)}
+    env = {"CAI_REPRO_STAGES": str(root), "CAI_REPRO_ANTHROPIC_DATA": str(tmp_path / "none")}  # as on CI: stdout stays JSON
     code, out, err = cli("reproduce", "--profile", "smoke", "--constitution", str(copy), "--plan", "--json", env=env)
     assert code == 0, err
     plan = json.loads(out)
@@ -121,5 +121,5 @@ def test_a_three_principle_constitution_plans_or_stops_before_running(tmp_path):
                          env={"CAI_REPRO_STAGES": str(tmp_path / "s")})
     assert code == 0, err
     whats = [s["what"] for s in json.loads(out)["stages"] if s["stage"] == "critique_revision"]
-    assert "principles=16" not in whats and "principles=1" in whats  # the ablation's K sized to 3 principles
+    assert not any("principles=16" in w for w in whats) and any("principles=1" in w for w in whats)  # K sized to 3 principles
     assert load_constitution(with_text).principle_counts(load_params("cpu").analysis.principle_counts) == (1, 3)

@@ -82,7 +82,8 @@ def test_the_main_run_truncated_is_exactly_a_shorter_run(tiny, tmp_path):
     s = CritiqueRevisionSettings(revisions=3, batch_size=3, initial_tokens=6, critique_tokens=6, revision_tokens=6)
     long = critique_revise(model, tok, prompts, c, tmp_path / "long", s, progress=False)
     short = critique_revise(model, tok, prompts, c, tmp_path / "short", replace(s, revisions=1), progress=False)
-    assert truncate_records(long, 1) == short
+    unkeyed = [{k: v for k, v in r.items() if k != "chain_key"} for r in short]  # (a chain key names the whole chain)
+    assert truncate_records(long, 1) == unkeyed
     assert truncate_records(long, 1) != long
 
 
