@@ -11,6 +11,8 @@ import pytest
 from cai_repro import artifacts as ar
 from cai_repro.artifacts import (ANTHROPIC_EVALS, ANTHROPIC_SHA256, AnthropicDataUnavailable, ChecksumMismatch, anthropic_file,
                                  anthropic_files, dev_slice, download_anthropic, fetch_anthropic, verify_anthropic)
+from cai_repro.hhh_evals import EvalDataUnavailable, eval_path  # imported before a fixture patches the manifest: a first
+# import under the `mirror` fixture would bind its two-file manifest for the rest of the session
 
 OFFLINE = "http://127.0.0.1:9/{path}"  # the discard port: nothing answers, at once
 
