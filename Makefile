@@ -57,10 +57,10 @@ nbtest: $(STAMP)
 
 
 # The smoke profile through the runner: papermill, summary.json, HTML and figures, as `make reproduce` does it; then the
-# same profile under the medical constitution (any valid constitution runs the whole pipeline).
+# same profile under the medical constitution, from 01 (any valid constitution runs the whole pipeline; 00-00c read none).
 smoke-run: $(STAMP)
 	$(BIN)/cai-repro reproduce --profile smoke --out runs/smoke
-	$(BIN)/cai-repro reproduce --profile smoke --constitution medical --out runs/smoke-medical
+	$(BIN)/cai-repro reproduce --profile smoke --constitution medical --from 01_constitution --out runs/smoke-medical
 
 test: sync-check pytest nbtest smoke-run
 
