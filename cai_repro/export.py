@@ -13,27 +13,17 @@ from pathlib import Path
 from typing import Sequence
 
 from .artifacts import InputError, Unavailable, atomic_write_json, read_jsonl, read_records, stages_dir
+from .record import STAGE_FOLDER, summary_strings
 
 # %% auto #0
-__all__ = ['STAGE_OWNERS', 'STAGE_FOLDER', 'MODEL_PARTS', 'ADAPTER_FILES', 'run_stages', 'sl_cai_messages', 'preference_rows',
-           'run_facts', 'dataset_card', 'write_dataset', 'model_card', 'export_adapter', 'export_run', 'push_to_hub']
+__all__ = ['STAGE_OWNERS', 'MODEL_PARTS', 'ADAPTER_FILES', 'run_stages', 'sl_cai_messages', 'preference_rows', 'run_facts',
+           'dataset_card', 'write_dataset', 'model_card', 'export_adapter', 'export_run', 'push_to_hub']
 
 # %% ../nbs/export.ipynb #de21576d
 STAGE_OWNERS = {"sl_cai": "04_sl_cai", "labels": "06_ai_feedback", "preference_model": "07_preference_model",
                 "rl_cai": "08_rl_cai", "dpo": "08a_dpo"}  # each exported stage and the notebook whose summary names it
 
-# %% ../nbs/export.ipynb #e107520d
-STAGE_FOLDER = re.compile(r"^([A-Za-z0-9_]+)-[0-9a-f]{12}$")  # a stage's folder in the cache: its name, a dash, its 12-digit key
-
 # %% ../nbs/export.ipynb #2c51548c
-def _named(v, key: str = ""):
-    "Every (key, string) in a nested summary, in order."
-    if isinstance(v, dict):
-        for k, x in v.items(): yield from _named(x, str(k))
-    elif isinstance(v, (list, tuple)):
-        for x in v: yield from _named(x, key)
-    elif isinstance(v, str): yield key, v
-
 def run_stages(run_dir, stages_root=None) -> dict[str, Path]:
     """The finished stage directories of a run (`cai-repro reproduce --out RUN`) by stage (`STAGE_OWNERS`), as its
     notebooks' summaries name them: `stage`/`*_stage` entries first, then stage folders in paths."""
@@ -41,7 +31,7 @@ def run_stages(run_dir, stages_root=None) -> dict[str, Path]:
     if not f.is_file(): raise InputError(f, None, "not a run directory: no summary.json (make one with cai-repro reproduce --out)")
     summary, root, out = json.loads(f.read_text()), Path(stages_root or stages_dir()), {}
     for stage, nb in STAGE_OWNERS.items():
-        pairs = list(_named((summary.get("stages") or {}).get(nb) or {}))
+        pairs = list(summary_strings((summary.get("stages") or {}).get(nb) or {}))
         names = [v for k, v in pairs if k == "stage" or k.endswith("_stage")]
         names += [p for k, v in pairs if "/" in v for p in Path(v).parts if STAGE_FOLDER.match(p)]
         found = [root / n for n in names if n.startswith(stage + "-") and (root / n / "STAGE.json").is_file()]

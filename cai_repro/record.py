@@ -16,9 +16,10 @@ from pathlib import Path
 from .artifacts import InputError, atomic_write_json, atomic_write_text, checkout_dir
 
 # %% auto #0
-__all__ = ['READER_SPECS', 'READING_START', 'READING_END', 'RECORD_FILES', 'MAX_RECORD_FILE', 'MAX_ADAPTER', 'lookup',
-           'format_value', 'render_reading', 'is_reading', 'render_cell', 'render_readings', 'relative_paths',
-           'run_problem', 'reused_stages', 'time_figure', 'record_run', 'record_dir', 'load_record', 'publish']
+__all__ = ['READER_SPECS', 'READING_START', 'READING_END', 'RECORD_FILES', 'MAX_RECORD_FILE', 'MAX_ADAPTER', 'STAGE_FOLDER',
+           'lookup', 'format_value', 'render_reading', 'is_reading', 'render_cell', 'render_readings',
+           'summary_strings', 'relative_paths', 'run_problem', 'reused_stages', 'time_figure', 'record_run',
+           'record_dir', 'load_record', 'publish']
 
 # %% ../nbs/record.ipynb #e701d008
 def lookup(summary: dict, path: str):
@@ -138,23 +139,25 @@ MAX_RECORD_FILE = 4_000_000  # bytes: larger stage files (model weights never ma
 MAX_ADAPTER = 20_000_000  # bytes: a stage's `adapter/` (adapter_model.safetensors + adapter_config.json) up to this size is kept
 
 # %% ../nbs/record.ipynb #59974c76
-_STAGE_NAME = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{12}$")  # a stage folder: its name, a dash, its 12-digit key
+STAGE_FOLDER = re.compile(r"^([A-Za-z0-9_]+)-[0-9a-f]{12}$")  # a stage's folder in the cache: its name, a dash, its 12-digit key
 
-def _strings(v, key: str = ""):
-    "Every (key, string) in a nested summary."
+# %% ../nbs/record.ipynb #59974c78
+def summary_strings(v, key: str = ""):
+    "Every (key, string) in a nested summary, in order (a list's strings under the key of the list)."
     if isinstance(v, dict):
-        for k, x in v.items(): yield from _strings(x, str(k))
+        for k, x in v.items(): yield from summary_strings(x, str(k))
     elif isinstance(v, (list, tuple)):
-        for x in v: yield from _strings(x, key)
+        for x in v: yield from summary_strings(x, key)
     elif isinstance(v, str): yield key, v
 
+# %% ../nbs/record.ipynb #59974c7a
 def _stage_dirs(summary: dict, stages_root: Path) -> dict[str, Path]:
     """Every cached stage directory the notebooks' summaries name, by stage name: the values of `stage` and `*_stage`
     entries, and the stage folders in paths (`.../stages/sl_cai-6a108754783b/model`), at any depth."""
     names = set()
-    for k, v in _strings(summary.get("stages", {})):
+    for k, v in summary_strings(summary.get("stages", {})):
         if k == "stage" or k.endswith("_stage"): names.add(v)
-        elif "/" in v: names.update(p for p in Path(v).parts if _STAGE_NAME.match(p))
+        elif "/" in v: names.update(p for p in Path(v).parts if STAGE_FOLDER.match(p))
     return {n: stages_root / n for n in sorted(names) if (stages_root / n).is_dir()}
 
 def _html(nb_path: Path, summary: dict | None = None, source: Path | None = None) -> str:
